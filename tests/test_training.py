@@ -1,0 +1,110 @@
+"""Trainer behaviour: data-parallel equivalence, resumption, learning, export round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unimdm_jax.data.batching import sharded_batch
+from unimdm_jax.model import ModelConfig
+from unimdm_jax.objective import DiffusionConfig
+from unimdm_jax.train import TrainConfig, init_state, make_train_step
+
+TINY = TrainConfig(
+    model=ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4),
+    diffusion=DiffusionConfig(timesteps=50),
+    batch_size=8,
+    learning_rate=3e-3,
+    warmup_steps=1,
+    total_steps=100,
+)
+
+
+def _mesh(n):
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(jax.devices()[:n]), ("data",))
+
+
+def _step_once(dataset, indices, num_shards, config=TINY):
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = _mesh(num_shards)
+    batch = sharded_batch(dataset, indices, num_shards)
+    model, state = init_state(config, sharded_batch(dataset, indices[:2], 1))
+    step = make_train_step(model, config, (0,), mesh)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    new_state, metrics = step(state, jax.device_put(batch, NamedSharding(mesh, P("data"))))
+    return jax.device_get(new_state.params), {k: float(v) for k, v in metrics.items()}
+
+
+def test_two_device_step_equals_one_device_step(fixture_dataset):
+    if len(jax.devices()) < 2:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=2 (set in conftest)")
+    dataset, _ = fixture_dataset
+    indices = np.arange(8)
+    params_1, metrics_1 = _step_once(dataset, indices, 1)
+    params_2, metrics_2 = _step_once(dataset, indices, 2)
+    for name in ("loss", "coord_loss", "lattice_loss", "grad_norm"):
+        assert metrics_2[name] == pytest.approx(metrics_1[name], rel=1e-4, abs=1e-6), name
+    leaves_1, leaves_2 = jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_2)
+    for a, b in zip(leaves_1, leaves_2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_training_resumes_with_same_data_order(fixture_dataset, tmp_path, monkeypatch):
+    """4 steps in one go == 2 steps, a restart from the checkpoint, then 2 more."""
+    import unimdm_jax.data.preprocess as preprocess
+    from unimdm_jax.train import train
+
+    dataset, _ = fixture_dataset
+    small = dataset.select(np.arange(48))
+    monkeypatch.setattr(preprocess, "load_policy_split", lambda name, root=None, **kw: (small, []))
+    config = dataclasses.replace(TINY, total_steps=4, checkpoint_every=2, log_every=1, eval_every=1000)
+    straight = train(config, tmp_path / "straight", progress=False)
+    train(dataclasses.replace(config, total_steps=2), tmp_path / "resumed", progress=False)
+    resumed = train(config, tmp_path / "resumed", progress=False)
+    assert int(resumed.step) == int(straight.step) == 4
+    for a, b in zip(jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(resumed.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    rows = (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) >= 5  # header + one row per step (+ eval)
+    assert list((tmp_path / "resumed" / "tensorboard").iterdir()), "no TensorBoard event files"
+
+
+def test_loss_decreases_when_overfitting_a_batch(fixture_dataset):
+    """A tiny model fitting one fixed batch must reduce the (noise-averaged) loss."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    dataset, _ = fixture_dataset
+    mesh = _mesh(1)
+    batch = jax.device_put(sharded_batch(dataset, np.arange(8), 1), NamedSharding(mesh, P("data")))
+    model, state = init_state(TINY, batch)
+    step = make_train_step(model, TINY, (0,), mesh)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    losses = []
+    for _ in range(60):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:15])
+
+
+def test_export_and_load_round_trip(fixture_dataset, tmp_path):
+    from unimdm_jax.checkpoint import CheckpointError, export, load_model
+
+    dataset, _ = fixture_dataset
+    model, state = init_state(TINY, sharded_batch(dataset, np.arange(2), 1))
+    export(state.ema_params, TINY, tmp_path / "ckpt", {"data": "fixture"})
+    loaded_model, params, config, card = load_model(tmp_path / "ckpt")
+    assert config == TINY and card == {"data": "fixture"}
+    for a, b in zip(jax.tree_util.tree_leaves(state.ema_params), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing")

@@ -1,0 +1,108 @@
+"""Exported model checkpoints: safetensors weights + JSON config + model card (no pickle).
+
+Training writes orbax checkpoints of the full train state into its work dir; ``export``
+turns the EMA parameters of one step into a small folder that ships inside the package:
+
+    model.safetensors   float32 EMA parameters, keys are '/'-joined Flax paths
+    config.json         the TrainConfig it was trained with
+    model_card.json     data, training command, time, hardware, metrics (see README)
+
+``load_model`` reads either such a folder or a training work dir (latest orbax step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from unimdm_jax.model import CrystalDiT, ModelConfig
+from unimdm_jax.objective import DiffusionConfig
+
+PACKAGED = Path(__file__).parent / "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete or corrupt."""
+
+
+def flatten(tree, prefix=()) -> dict[str, np.ndarray]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix + (key,)))
+        else:
+            flat["/".join(prefix + (key,))] = np.asarray(value, dtype=np.float32)
+    return flat
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def config_from_dict(data: dict):
+    from unimdm_jax.train import TrainConfig
+
+    model = ModelConfig(**{k: tuple(map(tuple, v)) if k == "property_ranges" else (tuple(v) if isinstance(v, list) else v)
+                           for k, v in data["model"].items()})
+    diffusion = DiffusionConfig(**data["diffusion"])
+    rest = {k: v for k, v in data.items() if k not in ("model", "diffusion")}
+    return TrainConfig(model=model, diffusion=diffusion, **rest)
+
+
+def export(params, config, out_dir: Path, model_card: dict) -> Path:
+    from safetensors.numpy import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(flatten(params["params"]), str(out_dir / "model.safetensors"))
+    (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    (out_dir / "model_card.json").write_text(json.dumps(model_card, indent=2))
+    return out_dir
+
+
+def load_model(path: Path | str):
+    """(model, params, config, model_card) from an exported folder or a training work dir."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if (path / "model.safetensors").exists():
+            from safetensors.numpy import load_file
+
+            config = config_from_dict(json.loads((path / "config.json").read_text()))
+            params = {"params": unflatten(load_file(str(path / "model.safetensors")))}
+            card_path = path / "model_card.json"
+            card = json.loads(card_path.read_text()) if card_path.exists() else {}
+        elif (path / "checkpoints").is_dir():
+            params, config = _load_workdir(path)
+            card = {}
+        else:
+            raise CheckpointError(f"{path} holds neither model.safetensors nor a checkpoints/ folder")
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt checkpoint
+        raise CheckpointError(f"corrupt checkpoint {path}: {type(error).__name__}: {error}".splitlines()[0]) from error
+    return CrystalDiT(config.model), params, config, card
+
+
+def _load_workdir(workdir: Path):
+    import orbax.checkpoint as ocp
+
+    config = config_from_dict(json.loads((workdir / "config.json").read_text()))
+    manager = ocp.CheckpointManager((workdir / "checkpoints").absolute())
+    step = manager.latest_step()
+    if step is None:
+        raise CheckpointError(f"no saved step in {workdir}/checkpoints")
+    restored = manager.restore(step)
+    state = restored if isinstance(restored, dict) else restored.__dict__
+    return {"params": state["ema_params"]["params"]}, config

@@ -1,0 +1,11 @@
+"""The Crystal DiT denoiser: one idea per file.
+
+- ``embeddings``      element, Wyckoff-operation, time, space-group and property embeddings
+- ``message_passing`` the DiffCSP-style equivariant layer on fully connected crystal graphs
+- ``dit_block``       the Crystal DiT block: attention fusing atoms, crystal and property
+- ``crystal_dit``     the full network: coordinate scores and lattice noise
+"""
+
+from unimdm_jax.model.crystal_dit import CrystalDiT, ModelConfig
+
+__all__ = ["CrystalDiT", "ModelConfig"]

@@ -1,0 +1,144 @@
+"""The training objective of the Wyckoff-constrained diffusion (DiffCSP++ sec. 4, eq. 11-13).
+
+Lattice: DDPM on the masked k-vector, loss = MSE of the predicted noise on the free
+components. Coordinates: wrapped-normal VE diffusion on the Wyckoff anchors, loss = MSE
+between the network's per-atom scores pulled back to the anchors and the normalised score
+of the wrapped normal at the anchors' displacement. The property condition is dropped with
+probability ``condition_dropout`` so one model serves conditional and unconditional
+sampling (classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from unimdm_jax import diffusion, lattice, wyckoff
+from unimdm_jax.model.crystal_dit import node_graph_index
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig:
+    timesteps: int = 1000
+    sigma_begin: float = 0.005
+    sigma_end: float = 0.5
+    lattice_loss_weight: float = 1.0
+    coord_loss_weight: float = 1.0
+    condition_dropout: float = 0.1
+
+
+class Schedules(NamedTuple):
+    """Everything the loss and the sampler index by step t, as arrays (jit constants)."""
+
+    ddpm: diffusion.DDPMSchedule
+    ve: diffusion.VESchedule
+    k_mask: jax.Array  # (231, 6) per space group
+    k_bias: jax.Array  # (231, 6)
+
+
+def make_schedules(config: DiffusionConfig) -> Schedules:
+    mask, bias = lattice.mask_bias_table()
+    return Schedules(
+        diffusion.make_ddpm_schedule(config.timesteps),
+        diffusion.make_ve_schedule(config.timesteps, config.sigma_begin, config.sigma_end),
+        jnp.asarray(mask),
+        jnp.asarray(bias),
+    )
+
+
+def anchor_mask(graphs):
+    """(N,) True for real atoms that anchor their Wyckoff orbit."""
+    nodes = graphs.nodes
+    own = jnp.arange(nodes["anchor"].shape[0])
+    return (nodes["anchor"] == own) & nodes["mask"]
+
+
+def clean_k(graphs):
+    """The k-vector of each crystal's true conventional lattice, shape (G, 6)."""
+    return lattice.lattice_to_k(lattice.lattice_params_to_matrix(graphs.globals["lattice_parameters"]))
+
+
+def anchor_scores(graphs, atom_scores):
+    """Per-atom network scores pulled back to, and projected onto, their anchors (N, 3)."""
+    nodes = graphs.nodes
+    num_nodes = atom_scores.shape[0]
+    pulled = wyckoff.pull_back(nodes["ops_rotation_pinv"], nodes["anchor"], atom_scores, num_nodes)
+    return wyckoff.project_to_anchor_space(nodes["wyckoff_ops"], jnp.arange(num_nodes), pulled)
+
+
+def crystal_keys(key, graphs):
+    """One key per crystal from its position in the *global* batch, and one per atom from
+    its index inside its crystal: the noise a crystal gets does not depend on how the batch
+    is padded or split over devices, so a 2-device step equals a 1-device step."""
+    graph_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, graphs.globals["position"])
+    num_nodes = graphs.nodes["frac_coords"].shape[0]
+    node_graph = node_graph_index(graphs.n_node, num_nodes)
+    first_node = jnp.cumsum(graphs.n_node) - graphs.n_node
+    atom_in_crystal = jnp.arange(num_nodes) - first_node[node_graph]
+    node_keys = jax.vmap(jax.random.fold_in)(graph_keys[node_graph], atom_in_crystal)
+    return graph_keys, node_keys, node_graph
+
+
+def _split(keys, num: int):
+    return [k for k in jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, num))(keys), 1, 0)]
+
+
+def diffusion_terms(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, property_columns):
+    """Sums and counts of the two loss terms for one padded batch (so that shards can be
+    combined exactly). ``property_columns`` (static tuple) picks the model's conditioning
+    properties out of ``globals['properties']``."""
+    nodes, glob = graphs.nodes, graphs.globals
+    graph_keys, node_keys, node_graph = crystal_keys(key, graphs)
+    t_keys, k_keys, drop_keys = _split(graph_keys, 3)
+
+    t = jax.vmap(lambda k: jax.random.randint(k, (), 1, config.timesteps + 1))(t_keys)
+    k_mask, k_bias = schedules.k_mask[glob["spacegroup"]], schedules.k_bias[glob["spacegroup"]]
+    k0 = clean_k(graphs)
+    eps_k = jax.vmap(lambda k: jax.random.normal(k, (6,)))(k_keys) * k_mask
+    k_t = lattice.project_k(diffusion.q_sample(k0, t, eps_k, schedules.ddpm), k_mask, k_bias)
+
+    sigma = schedules.ve.sigmas[t][node_graph][:, None]
+    sigma_norm = schedules.ve.sigmas_norm[t][node_graph][:, None]
+    eps_x = jax.vmap(lambda k: jax.random.normal(k, (3,)))(node_keys)
+    atom_noise, anchor_noise = wyckoff.wyckoff_noise(eps_x, nodes["wyckoff_ops"], nodes["anchor"])
+    x_t = diffusion.wrap(nodes["frac_coords"] + sigma * atom_noise)
+    target = diffusion.wrapped_normal_score(sigma * anchor_noise, sigma)
+
+    columns = jnp.asarray(property_columns, dtype=jnp.int32)
+    properties = glob["properties"][:, columns]
+    keep = jax.vmap(lambda k: jax.random.uniform(k, (len(property_columns),)))(drop_keys) >= config.condition_dropout
+    use_condition = glob["property_mask"][:, columns] & keep
+
+    atom_scores, eps_hat = model.apply(params, graphs, x_t, k_t, t, properties, use_condition)
+    coord_mask = jnp.broadcast_to(anchor_mask(graphs)[:, None], atom_scores.shape).astype(atom_scores.dtype)
+    lattice_mask = k_mask * glob["mask"][:, None]
+    coord_count, lattice_count = coord_mask.sum(), lattice_mask.sum()
+    return {
+        "coord_sum": diffusion.coord_score_loss(anchor_scores(graphs, atom_scores), target, sigma_norm, coord_mask)
+        * jnp.maximum(coord_count, 1.0),
+        "coord_count": coord_count,
+        "lattice_sum": diffusion.lattice_noise_loss(eps_hat, eps_k, lattice_mask) * jnp.maximum(lattice_count, 1.0),
+        "lattice_count": lattice_count,
+    }
+
+
+def combine_terms(terms, config: DiffusionConfig, axis_name: str | None = None):
+    """Weighted loss from the term sums; with ``axis_name``, counts are summed over the
+    devices first, so each shard's loss is its share of the global-batch mean."""
+    coord_count, lattice_count = terms["coord_count"], terms["lattice_count"]
+    if axis_name is not None:
+        coord_count, lattice_count = jax.lax.psum((coord_count, lattice_count), axis_name)
+    coord_loss = terms["coord_sum"] / jnp.maximum(jax.lax.stop_gradient(coord_count), 1.0)
+    lattice_loss = terms["lattice_sum"] / jnp.maximum(jax.lax.stop_gradient(lattice_count), 1.0)
+    loss = config.lattice_loss_weight * lattice_loss + config.coord_loss_weight * coord_loss
+    return loss, {"loss": loss, "coord_loss": coord_loss, "lattice_loss": lattice_loss}
+
+
+def diffusion_loss(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, property_columns,
+                   axis_name: str | None = None):
+    """Scalar loss and metrics (DiffCSP++ eq. 11-13) for one batch, or one shard's share."""
+    terms = diffusion_terms(params, model, graphs, key, schedules, config, property_columns)
+    return combine_terms(terms, config, axis_name)
