@@ -40,7 +40,7 @@ def leaves_equal(a, b) -> bool:
     )
 
 
-def check_batch(graphs: jraph.GraphsTuple, dataset, indices) -> None:
+def check_batch(graphs: jraph.GraphsTuple, dataset, indices, first_position: int = 0) -> None:
     """Everything a padded batch must satisfy, checked against the crystals ``indices``."""
     indices = np.asarray(indices)
     g = len(indices)
@@ -110,6 +110,9 @@ def check_batch(graphs: jraph.GraphsTuple, dataset, indices) -> None:
     np.testing.assert_array_equal(glob["property_mask"][:g], np.isfinite(props))
     np.testing.assert_allclose(glob["properties"][:g], np.where(np.isfinite(props), props, 0.0), rtol=1e-6)
     assert np.isfinite(glob["properties"]).all() and not glob["property_mask"][g:].any()
+    if "position" in glob:  # index of each crystal in the global (all-shard) batch
+        np.testing.assert_array_equal(glob["position"][:g], first_position + np.arange(g))
+        assert len(set(glob["position"][g:].tolist()) & set(range(first_position, first_position + g))) == 0
 
 
 # --------------------------------------------------------------------------------------
@@ -220,7 +223,10 @@ def test_sharded_batch(fixture_dataset, num_shards):
     assert batch.n_node.shape == (num_shards, 16 // num_shards + 1)
     for s, part in enumerate(parts):
         shard = jax.tree_util.tree_map(lambda x: x[s], batch)
-        check_batch(shard, dataset, part)
+        check_batch(shard, dataset, part, first_position=s * len(part))
+    if "position" in batch.globals:  # positions number the whole batch, across shards
+        real = batch.globals["position"][batch.globals["mask"]]
+        assert sorted(real.tolist()) == list(range(16))
 
 
 def test_sharded_batch_refuses_uneven_split(fixture_dataset):

@@ -211,15 +211,7 @@ def test_extraction_version_changes_the_cache_key(small_csv, monkeypatch):
     [
         "data",
         "report",
-        pytest.param(
-            "truncate",
-            marks=pytest.mark.xfail(
-                raises=zipfile.BadZipFile,
-                strict=True,
-                reason="source bug: preprocess_file's cache fallback does not catch zipfile.BadZipFile "
-                "(a truncated .npz crashes instead of being rebuilt); remove this mark once fixed",
-            ),
-        ),
+        "truncate",
     ],
 )
 def test_corrupt_cache_is_rebuilt(small_csv, tmp_path, damage):
@@ -257,25 +249,33 @@ def test_missing_report_triggers_recompute(small_csv, tmp_path, monkeypatch):
 # failures are reported, never dropped
 
 
+def _overlapping_atoms_cif() -> str:
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.io.cif import CifWriter
+
+    structure = Structure(Lattice.cubic(4.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5]])
+    return str(CifWriter(structure))
+
+
 def test_bad_rows_are_reported_by_material_id(tmp_path, fixture_frame, monkeypatch):
-    frame = fixture_frame.iloc[[3, 4, 5]].copy()
-    bad = fixture_frame.iloc[[6]].copy()
-    bad["material_id"] = "mp-garbage-cif"
-    bad["cif"] = "data_broken\n_cell_length_a nonsense\nthis is not a CIF at all\n"
-    # the bad row sits in the middle: order of the good ones must survive
-    frame = pd.concat([frame.iloc[:2], bad, frame.iloc[2:]])
+    good = fixture_frame.iloc[[3, 4, 5]].copy()
+    bad = fixture_frame.iloc[[6, 8]].copy()
+    bad["material_id"] = ["mp-garbage-cif", "mp-overlapping-atoms"]
+    bad["cif"] = ["data_broken\n_cell_length_a nonsense\nthis is not a CIF at all\n", _overlapping_atoms_cif()]
+    # bad rows in the middle and at the end: the order of the good ones must survive
+    frame = pd.concat([good.iloc[:2], bad.iloc[:1], good.iloc[2:], bad.iloc[1:]])
     path = write_rows(frame, tmp_path / "bad.csv.gz")
     cache = tmp_path / "cache"
     dataset, failures = preprocess_file(path, cache_dir=cache, workers=2, progress=False)
-    assert len(dataset) == 3 and len(failures) == 1
+    assert len(dataset) == 3 and len(failures) == 2
     assert len(dataset) + len(failures) == len(frame)  # nothing dropped silently
     assert dataset.material_id.tolist() == fixture_frame["material_id"].iloc[[3, 4, 5]].tolist()
     assert dataset.source.tolist() == ["bad.csv.gz:0", "bad.csv.gz:1", "bad.csv.gz:3"]
-    (failure,) = failures
-    assert isinstance(failure, Failure)
-    assert failure.material_id == "mp-garbage-cif"
-    assert failure.source == "bad.csv.gz:2"
-    assert failure.reason and "\n" not in failure.reason.strip()
+    assert [f.material_id for f in failures] == ["mp-garbage-cif", "mp-overlapping-atoms"]
+    assert [f.source for f in failures] == ["bad.csv.gz:2", "bad.csv.gz:4"]
+    for failure in failures:
+        assert isinstance(failure, Failure)
+        assert failure.reason and "\n" not in failure.reason.strip()
     # the failure report is cached too
     _forbid_recompute(monkeypatch)
     again, failures_again = preprocess_file(path, cache_dir=cache, workers=2, progress=False)
@@ -365,7 +365,7 @@ def test_policy_splits_on_a_fake_folder(fake_mp20, tmp_path):
 
 
 @pytest.mark.shared_data
-def test_shared_holdout_when_cached(shared_mp20):
+def test_shared_holdout_when_cached(shared_mp20, monkeypatch):
     """On the real data, only when a warm preprocessing cache exists (never recomputes here)."""
     val = shared_mp20 / "val.csv.gz"
     key = cache_key(val, preprocess.DEFAULT_SYMPREC)
@@ -373,6 +373,7 @@ def test_shared_holdout_when_cached(shared_mp20):
     cache = next((c for c in candidates if (c / f"val.csv.gz.{key}.npz").exists() and (c / f"val.csv.gz.{key}.failures.json").exists()), None)
     if cache is None:
         pytest.skip("no warm preprocessing cache for val.csv.gz")
+    _forbid_recompute(monkeypatch)  # a cache that turns out unreadable must not start a 9,047-row job
     holdout, failures = load_policy_split("holdout", shared_mp20.parent, cache_dir=cache, progress=False)
     ids = pd.read_csv(val, usecols=["material_id"])["material_id"].tolist()[:1000]
     failed = {f.material_id for f in failures}

@@ -228,13 +228,6 @@ def test_symmetrize_keeps_consistent_fields_on_axis_aligned_positions(batch):
     np.testing.assert_allclose(_symmetrize(batch, once)[keep], once[keep], atol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug (wyckoff.symmetrize): the pulled-back parameter vector mean(R_i^+ s_i) is "
-    "projected with R_a R_a^+ before the push forward, which shrinks consistent fields on oblique "
-    "positions ((x,x,z): x1/2, (x,2x,0): x1/5). DiffCSP++ pushes forward R_i mean(R_i^+ s_i) "
-    "directly. Remove this mark once fixed.",
-)
 def test_symmetrize_is_a_projection_on_every_position(batch):
     rng = np.random.default_rng(7)
     assert batch.oblique_anchor().sum() > 0  # the fixture has (x,x,z), (x,-x,z), (x,2x,0) ... sites

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from unimdm_jax.parallel import process_pool
 
 
 def crystal_structures(dataset, indices, frac_coords, lattice_params, graph_offsets):
@@ -95,8 +96,7 @@ def match_all(reference_cifs, structures, processes: int | None = None, progress
     from tqdm.auto import tqdm
 
     pairs = list(zip(reference_cifs, structures))
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with context.Pool(processes) as pool:
+    with process_pool(processes) as pool:
         return list(tqdm(pool.imap(_match_pair, pairs, chunksize=8), total=len(pairs), desc="match",
                          disable=not progress, file=sys.stderr))
 

@@ -62,11 +62,12 @@ def clean_k(graphs):
 
 
 def anchor_scores(graphs, atom_scores):
-    """Per-atom network scores pulled back to, and projected onto, their anchors (N, 3)."""
+    """Per-atom network scores pulled back to their anchors' free parameters and pushed to
+    the anchors' own displacements, R_a u_a (N, 3; meaningful on anchor rows)."""
     nodes = graphs.nodes
     num_nodes = atom_scores.shape[0]
     pulled = wyckoff.pull_back(nodes["ops_rotation_pinv"], nodes["anchor"], atom_scores, num_nodes)
-    return wyckoff.project_to_anchor_space(nodes["wyckoff_ops"], jnp.arange(num_nodes), pulled)
+    return wyckoff.push_forward(nodes["wyckoff_ops"], jnp.arange(num_nodes), pulled)
 
 
 def crystal_keys(key, graphs):

@@ -11,8 +11,9 @@ space of ``R_a``. Diffusion therefore acts on anchors only:
 
 - noise: ``delta_a = R_a R_a^+ eps_a`` (the part of eps that the position can move along),
   pushed to atoms as ``d_i = R_i delta_a``;
-- scores: a per-atom score ``s_i`` is pulled back to its anchor with the pseudo-inverse,
-  ``s_a = mean_{i in orbit} R_i^+ s_i`` (DiffCSP++'s ``ops_inv``), and pushed forward again.
+- scores: a per-atom score ``s_i`` is pulled back to its anchor's free parameters with the
+  pseudo-inverse, ``u_a = mean_{i in orbit} R_i^+ s_i`` (DiffCSP++'s ``ops_inv``), and pushed
+  forward again as ``R_i u_a`` (the anchor's own displacement is ``R_a u_a``).
 
 Every function takes the node arrays of a batch: ``ops`` (N, 4, 4), ``ops_pinv`` (N, 3, 3),
 ``anchor`` (N,) global index of each atom's anchor.
@@ -62,9 +63,9 @@ def pull_back(ops_pinv, anchor, atom_vectors, num_nodes: int):
 
 
 def symmetrize(ops, ops_pinv, anchor, atom_vectors):
-    """Project per-atom vectors onto the Wyckoff-consistent subspace (pull back, push forward)."""
+    """Project per-atom vectors onto the Wyckoff-consistent subspace: pull back to the
+    anchor's free parameters u_a, then push forward, v_i = R_i u_a (a projection)."""
     anchor_vectors = pull_back(ops_pinv, anchor, atom_vectors, atom_vectors.shape[0])
-    anchor_vectors = project_to_anchor_space(ops, jnp.arange(atom_vectors.shape[0]), anchor_vectors)
     return push_forward(ops, anchor, anchor_vectors)
 
 

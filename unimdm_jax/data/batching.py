@@ -28,7 +28,9 @@ PADDING_POSITION = 2**30  # position of padding graphs (masked; any fixed value 
 
 
 def budget_ladder(value: int, minimum: int = 32) -> int:
-    """Smallest rung >= value of the ladder {2^k, 3 * 2^(k-1)} starting at ``minimum``."""
+    """Smallest rung >= value of the ladder {2^k, 3 * 2^(k-1)} starting at ``minimum`` (>= 2)."""
+    if minimum < 2:
+        raise ValueError(f"the ladder needs a minimum of at least 2, got {minimum}")
     rung = minimum
     while rung < value:
         rung = rung * 3 // 2 if (rung & (rung - 1)) == 0 else rung * 4 // 3

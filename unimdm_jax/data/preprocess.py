@@ -12,15 +12,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from unimdm_jax.data.symmetry import DEFAULT_SYMPREC, SymmetrizedCrystal, WyckoffSite, build_crystal
+from unimdm_jax.parallel import process_pool
 
 # Bump when the extraction's output changes, so stale caches are not reused.
 EXTRACTION_VERSION = 1
@@ -198,8 +199,7 @@ def symmetrize_rows(rows, workers: int | None = None, symprec: float = DEFAULT_S
     bar = tqdm(total=len(jobs), desc="symmetry", unit="crystal", disable=not progress, file=sys.stderr)
     results = []
     if workers > 1 and len(jobs) > 1:
-        context = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork")
-        with context.Pool(workers) as pool:
+        with process_pool(workers) as pool:
             for result in pool.imap(_symmetrize_row, jobs, chunksize=16):
                 results.append(result)
                 bar.update()
@@ -250,7 +250,7 @@ def preprocess_file(
         try:
             failures = [Failure(**f) for f in json.loads(report_path.read_text())]
             return CrystalDataset.load(data_path), failures
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
             pass  # a corrupt cache is rebuilt
     dataset, failures = symmetrize_rows(read_rows([path]), workers, symprec, progress)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unimdm_jax.data.io import DatasetError, PathLike, _as_paths, iter_rows, structure_from_cif
+from unimdm_jax.parallel import process_pool
 
 __all__ = [
     "PropertySummary",
@@ -127,11 +128,9 @@ def _parse_all(cifs: Sequence[str], processes: int, progress: bool | None):
                 out.append(_parse_one(c))
                 bar.update()
             return out
-    import multiprocessing as mp
 
-    ctx = mp.get_context("fork") if sys.platform.startswith("linux") else mp.get_context()
     chunksize = max(8, min(256, len(cifs) // (processes * 8) or 1))
-    with ctx.Pool(processes) as pool:  # created before the bar's monitor thread starts
+    with process_pool(processes) as pool:  # created before the bar's monitor thread starts
         with tqdm(**bar_kw) as bar:
             out = []
             for res in pool.imap(_parse_one, cifs, chunksize=chunksize):

@@ -210,6 +210,22 @@ def _pyxtal_from_structure(structure, symprec: float):
     return crystal
 
 
+MIN_ATOM_DISTANCE = 0.1  # Angstrom; closer atoms are a data error, not a structure
+
+
+def _check_no_overlapping_atoms(structure, material_id: str) -> None:
+    try:
+        distances = structure.distance_matrix
+    except AttributeError:
+        raise SymmetryError(f"{material_id or 'structure'}: not a pymatgen Structure") from None
+    if len(structure) > 1:
+        closest = float(np.min(distances[~np.eye(len(structure), dtype=bool)]))
+        if closest < MIN_ATOM_DISTANCE:
+            raise SymmetryError(
+                f"{material_id or 'structure'}: atoms {closest:.3g} A apart (minimum {MIN_ATOM_DISTANCE} A)"
+            )
+
+
 def extract_symmetry(
     structure,
     material_id: str = "",
@@ -217,6 +233,7 @@ def extract_symmetry(
     symprec: float = DEFAULT_SYMPREC,
 ) -> SymmetrizedCrystal:
     """Space group, conventional cell and Wyckoff information of a pymatgen Structure."""
+    _check_no_overlapping_atoms(structure, material_id)
     errors = []
     for tol in (symprec, *[t for t in FALLBACK_TOLERANCES if t < symprec]):
         try:
