@@ -106,3 +106,69 @@ def _load_workdir(workdir: Path):
     restored = manager.restore(step)
     state = restored if isinstance(restored, dict) else restored.__dict__
     return {"params": state["ema_params"]["params"]}, config
+
+
+def training_summary(workdir: Path) -> dict:
+    """Steps, wall time, throughput and last losses read from a work dir's metrics.csv."""
+    import csv
+
+    rows = list(csv.DictReader(open(Path(workdir) / "metrics.csv")))
+    train = [r for r in rows if r["split"] == "train"]
+    held = [r for r in rows if r["split"] != "train"]
+    summary = {
+        "steps": int(train[-1]["step"]) if train else 0,
+        "wall_seconds": round(float(train[-1]["wall_s"]), 1) if train else None,
+        "mean_crystals_per_second": round(float(np.mean([float(r["crystals_per_s"]) for r in train[1:]])), 1)
+        if len(train) > 1 else None,
+        "final_train_loss_mean_last_10_logs": round(float(np.mean([float(r["loss"]) for r in train[-10:]])), 4)
+        if train else None,
+    }
+    if held:
+        summary["selection_split"] = held[-1]["split"]
+        summary["selection_losses"] = {r["step"]: round(float(r["loss"]), 4) for r in held}
+    return summary
+
+
+def main(argv=None) -> int:
+    import argparse
+    import platform
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m unimdm_jax.checkpoint")
+    sub = parser.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("export", help="EMA parameters of a training work dir -> safetensors folder + model card")
+    exp.add_argument("--workdir", required=True)
+    exp.add_argument("--out", required=True)
+    exp.add_argument("--command", default=None, help="the training command, for the model card")
+    exp.add_argument("--metrics", nargs="*", default=[], help="benchmark result JSON files to copy into the card")
+    args = parser.parse_args(argv)
+    try:
+        params, config = _load_workdir(Path(args.workdir))
+    except Exception as error:  # noqa: BLE001
+        print(f"error: {error}".splitlines()[0], file=sys.stderr)
+        return 1
+    card = {
+        "name": Path(args.out).name,
+        "model": dataclasses.asdict(config.model),
+        "diffusion": dataclasses.asdict(config.diffusion),
+        "data": {
+            "dataset": "MP-20 (CDVAE split), ../shared/data/mp_20",
+            "training": "train_partial.csv.gz + val.csv.gz rows 1001-9047 (28,218 crystals)",
+            "selection": "val.csv.gz rows 1-1000 (holdout)",
+            "test": "never used for training or selection",
+        },
+        "training": {
+            "command": args.command or f"python -m unimdm_jax.train --config <config> --workdir {args.workdir}",
+            "hardware": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores (no GPU)",
+            **training_summary(Path(args.workdir)),
+        },
+        "metrics": {Path(m).stem: json.loads(Path(m).read_text()) for m in args.metrics},
+    }
+    export(params, config, Path(args.out), card)
+    size = (Path(args.out) / "model.safetensors").stat().st_size
+    print(f"exported {args.out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

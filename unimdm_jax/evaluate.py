@@ -45,7 +45,8 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
 
     All batches are padded to one budget, so the sampler compiles once. ``property_values``
     (G, P) overrides the dataset's properties as the condition (NaN = unconditional).
-    Returns (structures, seconds spent sampling after compilation).
+    Returns (structures, seconds per crystal over the batches after the first, which
+    includes compilation; None when there is only one batch).
     """
     import jax
     import jax.numpy as jnp
@@ -80,7 +81,8 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
             sampling_seconds += time.perf_counter() - started
         offsets = np.concatenate([[0], np.cumsum(graphs.n_node)])
         structures += crystal_structures(dataset, indices, x, lattice_params, offsets)
-    per_crystal = sampling_seconds / max(1, len(dataset) - len(batches[0]))
+    timed = len(dataset) - len(batches[0])
+    per_crystal = sampling_seconds / timed if timed > 0 else None  # None: only the compiling batch ran
     return structures, per_crystal
 
 

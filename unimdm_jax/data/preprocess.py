@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unimdm_jax.data.symmetry import DEFAULT_SYMPREC, SymmetrizedCrystal, WyckoffSite, build_crystal
+from unimdm_jax.data.symmetry import DEFAULT_SYMPREC, SymmetrizedCrystal, WyckoffSite
 from unimdm_jax.parallel import process_pool
 
 # Bump when the extraction's output changes, so stale caches are not reused.
