@@ -84,7 +84,7 @@ def load_model(path: Path | str):
             card_path = path / "model_card.json"
             card = json.loads(card_path.read_text()) if card_path.exists() else {}
         elif (path / "checkpoints").is_dir():
-            params, config = _load_workdir(path)
+            params, config, _ = _load_workdir(path)
             card = {}
         else:
             raise CheckpointError(f"{path} holds neither model.safetensors nor a checkpoints/ folder")
@@ -105,14 +105,17 @@ def _load_workdir(workdir: Path):
         raise CheckpointError(f"no saved step in {workdir}/checkpoints")
     restored = manager.restore(step)
     state = restored if isinstance(restored, dict) else restored.__dict__
-    return {"params": state["ema_params"]["params"]}, config
+    return {"params": state["ema_params"]["params"]}, config, step
 
 
-def training_summary(workdir: Path) -> dict:
-    """Steps, wall time, throughput and last losses read from a work dir's metrics.csv."""
+def training_summary(workdir: Path, up_to_step: int | None = None) -> dict:
+    """Steps, wall time, throughput and last losses read from a work dir's metrics.csv
+    (only rows up to ``up_to_step``, the exported checkpoint's step)."""
     import csv
 
     rows = list(csv.DictReader(open(Path(workdir) / "metrics.csv")))
+    if up_to_step is not None:
+        rows = [r for r in rows if int(r["step"]) <= up_to_step]
     train = [r for r in rows if r["split"] == "train"]
     held = [r for r in rows if r["split"] != "train"]
     summary = {
@@ -143,7 +146,7 @@ def main(argv=None) -> int:
     exp.add_argument("--metrics", nargs="*", default=[], help="benchmark result JSON files to copy into the card")
     args = parser.parse_args(argv)
     try:
-        params, config = _load_workdir(Path(args.workdir))
+        params, config, step = _load_workdir(Path(args.workdir))
     except Exception as error:  # noqa: BLE001
         print(f"error: {error}".splitlines()[0], file=sys.stderr)
         return 1
@@ -160,7 +163,7 @@ def main(argv=None) -> int:
         "training": {
             "command": args.command or f"python -m unimdm_jax.train --config <config> --workdir {args.workdir}",
             "hardware": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores (no GPU)",
-            **training_summary(Path(args.workdir)),
+            **training_summary(Path(args.workdir), step),
         },
         "metrics": {Path(m).stem: json.loads(Path(m).read_text()) for m in args.metrics},
     }

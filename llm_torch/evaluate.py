@@ -1,0 +1,364 @@
+"""Evaluate symmetry predictors on MP-20 rows: the LM and two baselines in one table.
+
+    python -m llm_torch.evaluate --csv ../shared/data/mp_20/test.csv.gz --limit 500 --out results.json
+    python -m llm_torch.evaluate --csv ../shared/data/mp_20/test.csv.gz --limit 500 --model llm_torch/checkpoints/small_glm4_bg
+
+Each row of the CSV is symmetrized (``unimdm_jax.data``; the preprocessing cache is used when
+it holds the file) into its true record; the predictor gets the conventional-cell counts
+(``cell`` composition mode) and the row's own property value (``--property``, default band
+gap) and returns up to ``--top-k`` hypotheses. Metrics (per row, averaged):
+
+* ``rouge1`` / ``rouge2`` / ``rougeL``: ROUGE-N and ROUGE-L F1 between the top-1 answer text
+  and the reference answer (format of :mod:`llm_torch.prompts`), on whitespace tokens, as
+  defined by Lin (2004), "ROUGE: A Package for Automatic Evaluation of Summaries", Text
+  Summarization Branches Out (ACL workshop): ROUGE-N recall = clipped n-gram matches / n-grams
+  of the reference, precision = matches / n-grams of the candidate, F1 their harmonic mean;
+  ROUGE-L uses the longest common subsequence (LCS): R = LCS/|reference|, P = LCS/|candidate|,
+  F1 (beta = 1). Note the answer contains the group's Wyckoff position list, so a right space
+  group alone already scores high.
+* ``sg_top1`` / ``sg_top5``: the true space group is the first / among the first 5 hypotheses.
+* ``wyckoff_exact``: top-1 has the true group and the same multiset of (element, letter).
+* ``validity``: the top-1 answer as written by the predictor is a valid record (before repair).
+* ``repair_rate``: share of all hypotheses that needed :func:`llm_torch.constraints.repair`.
+
+Baselines (no LM; fitted on the training split, ``--train-split`` or ``--train-csv``):
+
+* ``most_frequent``: the training set's space groups by frequency, skipping groups that admit no
+  assignment of the counts; assignment = the repair solver's minimum-cost fill with per-group
+  letter costs ``1 - log p(letter | group)`` from training orbit frequencies.
+* ``nearest_composition``: training crystals ordered by L1 distance between element-fraction
+  vectors (ties: closest property value); their distinct, feasible groups in that order; the
+  assignment is the nearest neighbour's orbits mapped onto the query elements (shared elements
+  kept, others paired by fraction rank) and repaired to the query counts (its ``validity`` /
+  ``repair_rate`` say how often the neighbour's assignment transfers unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .constraints import CompositionSpec, is_feasible, repair
+from .prompts import canonical_property, format_output
+
+__all__ = [
+    "Guess",
+    "MostFrequentBaseline",
+    "NearestCompositionBaseline",
+    "evaluate_model_on_split",
+    "evaluate_predictor",
+    "letter_prior",
+    "main",
+    "rouge_l",
+    "rouge_n",
+]
+
+
+# ============================================================================ ROUGE
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+def _f1(matches: float, n_candidate: int, n_reference: int) -> dict[str, float]:
+    precision = matches / n_candidate if n_candidate else 0.0
+    recall = matches / n_reference if n_reference else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def rouge_n(candidate: str, reference: str, n: int = 1) -> dict[str, float]:
+    """ROUGE-N (Lin 2004) on whitespace tokens: clipped n-gram overlap -> precision, recall, F1."""
+    cand, ref = _ngrams(candidate.split(), n), _ngrams(reference.split(), n)
+    matches = sum((cand & ref).values())
+    return _f1(matches, sum(cand.values()), sum(ref.values()))
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    if not a or not b:
+        return 0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b, start=1):
+            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l(candidate: str, reference: str) -> dict[str, float]:
+    """ROUGE-L (Lin 2004, sentence level, beta = 1) on whitespace tokens, via the LCS length."""
+    cand, ref = candidate.split(), reference.split()
+    return _f1(_lcs(cand, ref), len(cand), len(ref))
+
+
+# ============================================================================ baselines
+
+
+@dataclass
+class Guess:
+    space_group: int
+    assignment: tuple[tuple[str, str], ...]
+    raw_valid: bool = True
+    repaired: bool = False
+    text: str | None = None
+
+
+def letter_prior(records) -> dict[int, dict[str, float]]:
+    """Per-group orbit cost ``1 - log p(letter | group)`` (add-one smoothed) from training records."""
+    from unimdm_jax.schema import wyckoff_positions
+
+    counts: dict[int, Counter] = defaultdict(Counter)
+    for r in records:
+        for w in r.wyckoff:
+            counts[r.space_group.number][w.letter] += 1
+    prior = {}
+    for sg, c in counts.items():
+        letters = [p.letter for p in wyckoff_positions(sg)]
+        total = sum(c.values()) + len(letters)
+        prior[sg] = {letter: 1.0 - math.log((c[letter] + 1) / total) for letter in letters}
+    return prior
+
+
+def _spec(record) -> CompositionSpec:
+    return CompositionSpec.from_counts(record.composition.counts, "cell")
+
+
+class MostFrequentBaseline:
+    name = "most_frequent"
+
+    def __init__(self, train_records):
+        self.order = [sg for sg, _ in Counter(r.space_group.number for r in train_records).most_common()]
+        self.prior = letter_prior(train_records)
+
+    def predict(self, spec: CompositionSpec, property_name: str, value: float, top_k: int = 5) -> list[Guess]:
+        guesses = []
+        for sg in self.order:
+            if len(guesses) >= top_k:
+                break
+            if is_feasible(sg, spec):
+                fixed = repair(sg, spec, (), prior=self.prior)
+                guesses.append(Guess(sg, fixed.assignment))
+        return guesses
+
+
+class NearestCompositionBaseline:
+    name = "nearest_composition"
+
+    def __init__(self, train_records, property_name: str = "band_gap", pool: int = 200):
+        import numpy as np
+
+        from unimdm_jax.schema import ELEMENT_SYMBOLS
+
+        self.index = {e: i for i, e in enumerate(ELEMENT_SYMBOLS)}
+        self.records = list(train_records)
+        self.property_name = canonical_property(property_name)
+        self.pool = pool
+        vectors = np.zeros((len(self.records), len(ELEMENT_SYMBOLS)), np.float32)
+        values = np.full(len(self.records), np.nan)
+        for i, r in enumerate(self.records):
+            total = sum(r.composition.counts.values())
+            for e, n in r.composition.counts.items():
+                vectors[i, self.index[e]] = n / total
+            v = r.property(self.property_name)
+            values[i] = np.nan if v is None else v
+        self.vectors, self.values = vectors, values
+        self.prior = letter_prior(self.records)
+        self.frequency_order = [sg for sg, _ in Counter(r.space_group.number for r in self.records).most_common()]
+
+    def _vector(self, spec: CompositionSpec):
+        import numpy as np
+
+        v = np.zeros(self.vectors.shape[1], np.float32)
+        total = sum(spec.counts)
+        for e, n in zip(spec.elements, spec.counts):
+            v[self.index[e]] = n / total
+        return v
+
+    def neighbours(self, spec: CompositionSpec, value: float | None) -> list[int]:
+        import numpy as np
+
+        distance = np.abs(self.vectors - self._vector(spec)).sum(1)
+        k = min(self.pool, len(distance))
+        candidates = np.argpartition(distance, k - 1)[:k]
+        gap = np.abs(self.values[candidates] - value) if value is not None else np.zeros(k)
+        gap = np.where(np.isnan(gap), np.inf, gap)
+        order = sorted(range(k), key=lambda j: (round(float(distance[candidates[j]]), 6), gap[j], int(candidates[j])))
+        return [int(candidates[j]) for j in order]
+
+    def _mapped_orbits(self, neighbour, spec: CompositionSpec) -> list[tuple[str, str]]:
+        counts = neighbour.composition.counts
+        mine = dict(zip(spec.elements, spec.counts))
+        mapping = {e: e for e in counts if e in mine}
+        rest_theirs = sorted((e for e in counts if e not in mapping), key=lambda e: -counts[e] / sum(counts.values()))
+        rest_mine = sorted((e for e in mine if e not in mapping.values()), key=lambda e: -mine[e] / sum(mine.values()))
+        mapping.update(zip(rest_theirs, rest_mine))
+        return [(mapping[w.element], w.letter) for w in neighbour.wyckoff if w.element in mapping]
+
+    def predict(self, spec: CompositionSpec, property_name: str, value: float, top_k: int = 5) -> list[Guess]:
+        guesses, seen = [], set()
+        for i in self.neighbours(spec, value):
+            neighbour = self.records[i]
+            sg = neighbour.space_group.number
+            if sg in seen or not is_feasible(sg, spec):
+                continue
+            seen.add(sg)
+            fixed = repair(sg, spec, self._mapped_orbits(neighbour, spec), prior=self.prior)
+            guesses.append(Guess(sg, fixed.assignment, raw_valid=not fixed.repaired, repaired=fixed.repaired))
+            if len(guesses) >= top_k:
+                break
+        for sg in self.frequency_order:  # fewer distinct groups nearby: fall back on frequency
+            if len(guesses) >= top_k:
+                break
+            if sg not in seen and is_feasible(sg, spec):
+                seen.add(sg)
+                guesses.append(Guess(sg, repair(sg, spec, (), prior=self.prior).assignment))
+        return guesses
+
+
+class LMPredictor:
+    """Adapter of :class:`llm_torch.predict.Predictor` to the evaluation interface."""
+
+    def __init__(self, predictor, name: str | None = None, constrained: bool = True):
+        self.predictor = predictor
+        self.name = name or f"lm:{predictor.model_name}"
+        self.constrained = constrained
+
+    def predict(self, spec, property_name, value, top_k=5) -> list[Guess]:
+        prediction = self.predictor.predict(spec, property_name, value, top_k=top_k, constrained=self.constrained)
+        return [Guess(h.space_group, h.assignment, h.raw_valid, h.repaired, h.output_text) for h in prediction.hypotheses]
+
+
+# ============================================================================ evaluation
+
+
+def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, progress: bool = False) -> dict:
+    """Average metrics of ``predictor`` (anything with ``predict(spec, prop, value, top_k)``) on ``records``."""
+    property_name = canonical_property(property_name)
+    sums: dict[str, float] = defaultdict(float)
+    n = hyps = repaired = 0
+    start = time.time()
+    for i, record in enumerate(records):
+        value = record.property(property_name)
+        if value is None:
+            continue
+        spec = _spec(record)
+        truth_sg = record.space_group.number
+        truth = [(w.element, w.letter) for w in record.wyckoff]
+        reference = format_output(truth_sg, truth, spec.elements)
+        guesses = predictor.predict(spec, property_name, value, top_k=top_k)
+        n += 1
+        hyps += len(guesses)
+        repaired += sum(g.repaired for g in guesses)
+        if not guesses:
+            continue
+        top = guesses[0]
+        text = top.text or format_output(top.space_group, top.assignment, spec.elements)
+        sums["rouge1"] += rouge_n(text, reference, 1)["f1"]
+        sums["rouge2"] += rouge_n(text, reference, 2)["f1"]
+        sums["rougeL"] += rouge_l(text, reference)["f1"]
+        sums["sg_top1"] += top.space_group == truth_sg
+        sums["sg_top5"] += truth_sg in [g.space_group for g in guesses[:5]]
+        sums["wyckoff_exact"] += top.space_group == truth_sg and Counter(top.assignment) == Counter(truth)
+        sums["validity"] += top.raw_valid
+        if progress and (i + 1) % 100 == 0:
+            print(f"  {getattr(predictor, 'name', '?')}: {i + 1} rows", file=sys.stderr)
+    metrics = {k: sums[k] / n if n else float("nan") for k in
+               ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity")}
+    metrics["repair_rate"] = repaired / hyps if hyps else 0.0
+    metrics["rows"] = n
+    metrics["seconds"] = round(time.time() - start, 1)
+    return metrics
+
+
+def evaluate_model_on_split(model, tokenizer, split: str, property_name: str, *, limit: int = 200,
+                            prompt_style: str = "plain", model_name: str = "model", root=None, top_k: int = 5) -> dict:
+    """LM metrics on the first ``limit`` crystals of a policy split (used by the trainer's model card)."""
+    from .dataset import split_records
+    from .predict import Predictor
+
+    records = split_records(split, root, limit)
+    predictor = Predictor(model, tokenizer, prompt_style=prompt_style, model_name=model_name, property_name=property_name)
+    metrics = evaluate_predictor(LMPredictor(predictor), records, property_name, top_k)
+    metrics["data"] = f"{split} (first {limit})"
+    return metrics
+
+
+def _table(results: dict[str, dict]) -> str:
+    cols = ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity", "repair_rate", "rows", "seconds")
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in results.items():
+        cells = [f"{m[c]:.3f}" if isinstance(m[c], float) and c not in ("seconds",) else str(m[c]) for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llm_torch.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--csv", required=True, help="CDVAE CSV of the rows to evaluate on (e.g. test.csv.gz)")
+    parser.add_argument("--limit", type=int, default=None, help="first N rows")
+    parser.add_argument("--model", help="model folder (default: the embedded model, if any; else baselines only)")
+    parser.add_argument("--property", default="band_gap")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--train-split", default="train", help="policy split the baselines are fitted on")
+    parser.add_argument("--train-csv", help="fit the baselines on this CSV instead")
+    parser.add_argument("--baselines-only", action="store_true")
+    parser.add_argument("--no-constraints", action="store_true", help="LM: free decoding + repair")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", help="write the results as JSON")
+    args = parser.parse_args(argv)
+    from .dataset import csv_records, split_records
+    from .predict import Predictor, default_model_dir
+
+    try:
+        property_name = canonical_property(args.property)
+        records = csv_records(args.csv, args.limit)
+        train = csv_records(args.train_csv) if args.train_csv else split_records(args.train_split)
+    except (ValueError, OSError) as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    predictors: list[Any] = [MostFrequentBaseline(train), NearestCompositionBaseline(train, property_name)]
+    note = None
+    if not args.baselines_only:
+        model_dir = Path(args.model) if args.model else default_model_dir(property_name)
+        if (model_dir / "config.json").exists() or (model_dir / "adapter_config.json").exists():
+            import torch
+
+            torch.set_num_threads(max(1, args.threads))
+            predictors.append(LMPredictor(Predictor.from_dir(model_dir, args.device), constrained=not args.no_constraints))
+        elif args.model:
+            print(f"error: no model in {model_dir}", file=sys.stderr)
+            return 1
+        else:
+            note = f"no LM evaluated: no --model and no embedded model at {model_dir}"
+            print(note, file=sys.stderr)
+    results = {}
+    for predictor in predictors:
+        results[predictor.name] = evaluate_predictor(predictor, records, property_name, args.top_k, progress=True)
+    print(_table(results))
+    if args.out:
+        payload = {
+            "data": {"rows": args.csv, "limit": args.limit, "train": args.train_csv or args.train_split,
+                     "property": property_name, "composition_mode": "cell"},
+            "command": " ".join(["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]),
+            "results": results,
+        }
+        if note:
+            payload["note"] = note
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""Predict symmetry hypotheses (JSON symmetry schema records) from a formula and a target property.
+
+    python -m llm_torch.predict --formula LiFePO4 --band-gap 3.0 --top-k 5
+    python -m llm_torch.predict --formula Li4Fe4P4O16 --formation-energy -2.5 --model DIR --out h.jsonl
+    python -m llm_torch.predict --csv inputs.csv --out hypotheses.jsonl     # columns: formula, band_gap | formation_energy
+    python -m llm_torch.predict --jsonl inputs.jsonl --device cuda          # {"formula": ..., "band_gap": ...} per line
+
+Strategy (constrained, the default): every space group that admits a Wyckoff assignment for
+the composition is scored exactly, ``log p("Space group: N (symbol)\\n" | prompt)``; for the
+best groups in turn the rest of the answer is decoded (greedy, or beam search with
+``--num-beams``) under :class:`llm_torch.decoding.SymmetryLogitsProcessor`, so each answer is a
+valid assignment; when there are fewer groups than ``--top-k``, alternative assignments are
+sampled. Each hypothesis is scored by the log-probability of its whole answer (canonical
+tokenisation, EOS included) and ranked by it (rank 1 = best). The parsed answer is checked
+and, if invalid (possible only with ``--no-constraints``), repaired
+(:func:`llm_torch.constraints.repair`); the repair rate is reported on stderr.
+
+Output: one record per line (JSONL) to ``--out`` or stdout; ``provenance`` = ``{"source":
+"stage1", "id": input id, "model": model folder name, "score": log-prob, "rank": 1..k}``; the
+record's ``properties`` hold the target. Every record passes
+``unimdm_jax.schema.validate_record``. Compositions: see ``llm_torch/README.md``
+(``--composition-mode auto|cell|reduced``). Bad input: one line on stderr, exit 1, nothing
+written. Without ``--model`` the embedded model for the property
+(``llm_torch/checkpoints/small_glm4_bg`` or ``small_glm4_fm``) is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .constraints import (
+    DEFAULT_MAX_ATOMS,
+    CompositionError,
+    CompositionSpec,
+    check_assignment,
+    make_record,
+    parse_composition,
+    repair,
+)
+from .prompts import (
+    build_prompt,
+    canonical_property,
+    format_output,
+    parse_output,
+    positions_line,
+    prompt_text,
+    space_group_line,
+)
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "DEFAULT_MODELS",
+    "Hypothesis",
+    "PredictInput",
+    "Prediction",
+    "Predictor",
+    "default_model_dir",
+    "main",
+    "read_inputs",
+]
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_MODELS = {"band_gap": "small_glm4_bg", "formation_energy_per_atom": "small_glm4_fm"}
+
+
+class InputError(ValueError):
+    """Bad user input (one line)."""
+
+
+@dataclass
+class Hypothesis:
+    space_group: int
+    assignment: tuple[tuple[str, str], ...]
+    counts: dict[str, int]
+    output_text: str
+    score: float = float("nan")  # log p(answer | prompt)
+    sg_logprob: float = float("nan")
+    raw_valid: bool = True  # the model's own answer was a valid assignment
+    repaired: bool = False
+
+    def key(self):
+        return self.space_group, tuple(sorted(self.assignment))
+
+
+@dataclass
+class Prediction:
+    spec: CompositionSpec
+    property_name: str
+    value: float
+    hypotheses: list[Hypothesis] = field(default_factory=list)
+
+    def records(self, model_name: str | None = None, input_id: str | None = None) -> list:
+        return [
+            make_record(
+                h.space_group, h.counts, h.assignment, [(self.property_name, self.value)],
+                source="stage1", id=input_id, model=model_name,
+                score=float(h.score) if math.isfinite(h.score) else None, rank=rank,
+            )
+            for rank, h in enumerate(self.hypotheses, start=1)
+        ]
+
+
+@dataclass
+class PredictInput:
+    formula: str
+    spec: CompositionSpec
+    property_name: str | None  # None: decided by the model
+    values: dict[str, float]
+    id: str | None = None
+
+
+def default_model_dir(property_name: str) -> Path:
+    return CHECKPOINT_DIR / DEFAULT_MODELS[canonical_property(property_name)]
+
+
+class Predictor:
+    """A causal LM + tokenizer that writes answers in the format of :mod:`llm_torch.prompts`."""
+
+    def __init__(self, model, tokenizer, *, prompt_style: str = "plain", model_name: str = "model",
+                 property_name: str | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt_style = prompt_style
+        self.model_name = model_name
+        self.property_name = canonical_property(property_name) if property_name else None
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, device: str = "cpu", dtype: str = "auto", trust_remote_code: bool = False):
+        from .model import load_for_inference
+
+        model, tokenizer, card = load_for_inference(model_dir, device, dtype, trust_remote_code)
+        return cls(
+            model, tokenizer,
+            prompt_style=card.get("prompt_style", "plain"),
+            model_name=Path(model_dir).resolve().name,
+            property_name=card.get("property_name"),
+        )
+
+    # ------------------------------------------------------------------ pieces
+
+    def _encode(self, text: str) -> list[int]:
+        from .decoding import encode
+
+        return encode(self.tokenizer, text)
+
+    def prompt_ids(self, spec: CompositionSpec, property_name: str, value: float) -> list[int]:
+        example = build_prompt(spec.count_dict, property_name, value, composition_mode=spec.mode)
+        return self._encode(prompt_text(example, self.tokenizer, style=self.prompt_style))
+
+    def _generate(self, input_ids: list[int], grammar, prefix: str, *, constrained: bool, sample: bool,
+                  num_beams: int, num_return: int, temperature: float) -> list[str]:
+        import torch
+        from transformers import GenerationConfig
+
+        from .decoding import SymmetryLogitsProcessor
+
+        device = next(self.model.parameters()).device
+        inputs = torch.tensor([input_ids], dtype=torch.long, device=device)
+        processors = []
+        if constrained:
+            processor = SymmetryLogitsProcessor(self.tokenizer, [grammar], inputs.shape[1], [prefix])
+            processors.append(processor)
+        budget = grammar.max_new_chars() if constrained else 1024
+        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if isinstance(limit, int) and limit > inputs.shape[1]:
+            budget = min(budget, limit - inputs.shape[1])
+        config = GenerationConfig(
+            max_new_tokens=budget,
+            do_sample=sample,
+            num_beams=1 if sample else max(num_beams, num_return),
+            num_return_sequences=num_return,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **({"top_k": 0, "top_p": 1.0, "temperature": temperature} if sample else {}),
+        )
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                logits_processor=processors,
+            )
+        texts = []
+        eos = self.tokenizer.eos_token_id
+        for row in out[:, inputs.shape[1]:].tolist():
+            if eos in row:
+                row = row[: row.index(eos)]
+            row = [t for t in row if t != self.tokenizer.pad_token_id]
+            if constrained:
+                texts.append(prefix + "".join(processors[0].trie.texts.get(t, "") for t in row))
+            else:
+                texts.append(prefix + self.tokenizer.decode(row, skip_special_tokens=True))
+        return texts
+
+    def _to_hypothesis(self, text: str, spec: CompositionSpec, fallback_sg: int | None) -> Hypothesis | None:
+        sg, orbits = parse_output(text)
+        if sg is not None and check_assignment(sg, spec, orbits):
+            counts = _implied_counts(sg, spec, orbits)
+            return Hypothesis(sg, tuple(orbits), counts, format_output(sg, orbits, spec.elements), raw_valid=True)
+        for candidate in ([sg] if sg is not None else []) + ([fallback_sg] if fallback_sg else []):
+            try:
+                fixed = repair(candidate, spec, orbits)
+            except ValueError:
+                continue
+            return Hypothesis(
+                candidate, fixed.assignment, fixed.counts, format_output(candidate, fixed.assignment, spec.elements),
+                raw_valid=False, repaired=True,
+            )
+        return None
+
+    # ------------------------------------------------------------------ main entry
+
+    def predict(self, spec: CompositionSpec, property_name: str, value: float, *, top_k: int = 5,
+                constrained: bool = True, num_beams: int = 1, sample: bool = False,
+                temperature: float = 1.0, seed: int = 0) -> Prediction:
+        """Top-``top_k`` distinct hypotheses for one composition and target."""
+        import torch
+
+        from .constraints import OutputGrammar
+        from .decoding import sequence_logprobs
+
+        property_name = canonical_property(property_name)
+        torch.manual_seed(seed)
+        prompt = self.prompt_ids(spec, property_name, value)
+        grammar = OutputGrammar(spec)
+        groups = list(grammar.groups)
+        sg_lp = sequence_logprobs(self.model, prompt, [self._encode(space_group_line(g) + "\n") for g in groups])
+        ranked = [g for _, g in sorted(zip(sg_lp, groups), key=lambda t: -t[0])]
+        sg_score = dict(zip(groups, sg_lp))
+        found: dict = {}
+
+        def add(texts, fallback):
+            for text in texts:
+                h = self._to_hypothesis(text, spec, fallback)
+                if h is not None and h.key() not in found:
+                    h.sg_logprob = sg_score.get(h.space_group, float("nan"))
+                    found[h.key()] = h
+
+        if constrained:
+            for g in ranked:
+                if len(found) >= top_k:
+                    break
+                prefix = space_group_line(g) + "\n" + positions_line(g) + "\n"
+                add(self._generate(prompt + self._encode(prefix), grammar, prefix, constrained=True, sample=sample,
+                                   num_beams=num_beams, num_return=1, temperature=temperature), g)
+            for _ in range(3):  # fewer feasible groups than top_k: sample other assignments
+                if len(found) >= top_k:
+                    break
+                for g in ranked:
+                    if len(found) >= top_k:
+                        break
+                    prefix = space_group_line(g) + "\n" + positions_line(g) + "\n"
+                    add(self._generate(prompt + self._encode(prefix), grammar, prefix, constrained=True, sample=True,
+                                       num_beams=1, num_return=top_k, temperature=max(temperature, 1.0)), g)
+        else:
+            texts = self._generate(prompt, grammar, "", constrained=False, sample=sample,
+                                   num_beams=max(num_beams, top_k), num_return=top_k, temperature=temperature)
+            add(texts, ranked[0])
+        hypotheses = list(found.values())
+        if hypotheses:
+            eos = self.tokenizer.eos_token_id
+            scores = sequence_logprobs(self.model, prompt, [self._encode(h.output_text) + [eos] for h in hypotheses])
+            for h, s in zip(hypotheses, scores):
+                h.score = s
+        hypotheses.sort(key=lambda h: -h.score)
+        return Prediction(spec, property_name, float(value), hypotheses[:top_k])
+
+
+def _implied_counts(sg: int, spec: CompositionSpec, orbits) -> dict[str, int]:
+    from unimdm_jax.schema import wyckoff_positions
+
+    mult = {p.letter: p.multiplicity for p in wyckoff_positions(sg)}
+    counts = {e: 0 for e in spec.elements}
+    for e, letter in orbits:
+        counts[e] += mult[letter]
+    return counts
+
+
+# ============================================================================ inputs
+
+_FORMULA_KEYS = ("formula", "pretty_formula", "composition")
+_ID_KEYS = ("id", "material_id")
+_VALUE_KEYS = {
+    "band_gap": ("band_gap", "bg"),
+    "formation_energy_per_atom": ("formation_energy_per_atom", "formation_energy"),
+}
+
+
+def _number(raw: Any, what: str, where: str) -> float | None:
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: {what} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise InputError(f"{where}: {what} must be finite, got {raw!r}")
+    return value
+
+
+def make_input(formula: Any, values: dict[str, float | None], *, mode: str = "auto", max_atoms: int = DEFAULT_MAX_ATOMS,
+               id: str | None = None, where: str = "input", property_name: str | None = None) -> PredictInput:
+    """Validate one input (formula + at least one target value)."""
+    if not isinstance(formula, str):
+        raise InputError(f"{where}: formula must be a string")
+    try:
+        spec = parse_composition(formula, mode, max_atoms)
+    except CompositionError as error:
+        raise InputError(f"{where}: {error}") from None
+    values = {k: v for k, v in values.items() if v is not None}
+    if property_name is not None:
+        if property_name not in values:
+            raise InputError(f"{where}: no {property_name} value")
+    elif not values:
+        raise InputError(f"{where}: no target property (give band_gap or formation_energy)")
+    elif len(values) == 1:
+        property_name = next(iter(values))
+    return PredictInput(formula, spec, property_name, values, id)
+
+
+def read_inputs(path: str | Path, kind: str, *, mode: str = "auto", max_atoms: int = DEFAULT_MAX_ATOMS,
+                property_name: str | None = None) -> list[PredictInput]:
+    """Inputs of a CSV (header with formula + band_gap / formation_energy[_per_atom]) or JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    rows: list[tuple[str, dict]] = []
+    try:
+        if kind == "csv":
+            import gzip
+
+            opener = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8", newline="") as handle:
+                for i, row in enumerate(csv.DictReader(handle)):
+                    rows.append((f"{path.name}:{i + 2}", row))
+        else:
+            with open(path, encoding="utf-8") as handle:
+                for i, line in enumerate(handle):
+                    if line.strip():
+                        obj = json.loads(line)
+                        if not isinstance(obj, dict):
+                            raise InputError(f"{path.name}:{i + 1}: expected a JSON object")
+                        rows.append((f"{path.name}:{i + 1}", obj))
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, OSError) as error:
+        raise InputError(f"{path}: cannot read ({str(error).splitlines()[0]})") from None
+    if not rows:
+        raise InputError(f"{path}: no inputs")
+    inputs = []
+    for where, row in rows:
+        formula = next((row[k] for k in _FORMULA_KEYS if k in row), None)
+        if formula is None:
+            raise InputError(f"{where}: no formula (columns: {', '.join(_FORMULA_KEYS)})")
+        values = {}
+        for name, keys in _VALUE_KEYS.items():
+            for key in keys:
+                if key in row:
+                    values[name] = _number(row[key], name, where)
+                    break
+        ident = next((str(row[k]) for k in _ID_KEYS if row.get(k) not in (None, "")), None)
+        inputs.append(make_input(formula, values, mode=str(row.get("composition_mode") or mode), max_atoms=max_atoms,
+                                 id=ident, where=where, property_name=property_name))
+    return inputs
+
+
+# ============================================================================ CLI
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llm_torch.predict", description=__doc__.split("\n\n")[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--formula", help="reduced formula (LiFePO4) or conventional-cell counts (Li4Fe4P4O16)")
+    src.add_argument("--csv", help="batch: CSV with formula and band_gap / formation_energy columns")
+    src.add_argument("--jsonl", help="batch: JSON lines with formula and band_gap / formation_energy")
+    parser.add_argument("--band-gap", type=float, help="target band gap in eV")
+    parser.add_argument("--formation-energy", type=float, help="target formation energy in eV/atom")
+    parser.add_argument("--property", help="batch mode: which target column to use (band_gap or formation_energy)")
+    parser.add_argument("--composition-mode", choices=("auto", "cell", "reduced"), default="auto")
+    parser.add_argument("--max-atoms", type=int, default=DEFAULT_MAX_ATOMS, help="largest cell in reduced mode")
+    parser.add_argument("--id", help="provenance id of a single input (default: the formula)")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--model", help="model folder (default: the embedded model for the property)")
+    parser.add_argument("--out", help="JSONL output file (default: stdout)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, npu or auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--sample", action="store_true", help="sample the assignments instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-constraints", action="store_true", help="free decoding + repair (for measuring)")
+    parser.add_argument("--trust-remote-code", action="store_true")
+    args = parser.parse_args(argv)
+
+    # ---- validate all input before touching the model
+    try:
+        if args.top_k < 1:
+            raise InputError("--top-k must be >= 1")
+        if args.formula is not None:
+            values = {"band_gap": args.band_gap, "formation_energy_per_atom": args.formation_energy}
+            given = {k: v for k, v in values.items() if v is not None}
+            if len(given) != 1:
+                raise InputError("give exactly one target: --band-gap or --formation-energy")
+            for name, v in given.items():
+                _number(v, name, "input")
+            inputs = [make_input(args.formula, given, mode=args.composition_mode, max_atoms=args.max_atoms,
+                                 id=args.id or args.formula.strip(), where="formula")]
+        else:
+            if args.band_gap is not None or args.formation_energy is not None:
+                raise InputError("in batch mode the targets come from the file (choose a column with --property)")
+            try:
+                forced = canonical_property(args.property) if args.property else None
+            except ValueError as error:
+                raise InputError(str(error)) from None
+            inputs = read_inputs(args.csv or args.jsonl, "csv" if args.csv else "jsonl",
+                                 mode=args.composition_mode, max_atoms=args.max_atoms, property_name=forced)
+    except InputError as error:
+        return _fail(str(error))
+
+    # ---- model
+    if args.model:
+        model_dir = Path(args.model)
+        if not model_dir.is_dir():
+            return _fail(f"model folder {model_dir} does not exist")
+    else:
+        wanted = {i.property_name for i in inputs if i.property_name} or {"band_gap"}
+        if len(wanted) > 1:
+            return _fail("inputs ask for both properties; run once per property or pass --model")
+        model_dir = default_model_dir(wanted.pop())
+        if not (model_dir / "model_card.json").exists():
+            return _fail(
+                f"no embedded model yet at {model_dir.relative_to(CHECKPOINT_DIR.parent.parent)}; train one with "
+                f"`python -m llm_torch.finetune --config configs/llm_{model_dir.name}.py` or pass --model DIR"
+            )
+    card_path = model_dir / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    model_property = card.get("property_name")
+    for item in inputs:
+        chosen = item.property_name or model_property or next(iter(item.values))
+        if model_property and chosen != model_property:
+            return _fail(f"{item.formula}: model {model_dir.name} predicts from {model_property}, not {chosen}")
+        if chosen not in item.values:
+            return _fail(f"{item.formula}: no {chosen} value")
+        item.property_name = chosen
+
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+        predictor = Predictor.from_dir(model_dir, args.device, args.dtype, args.trust_remote_code)
+    except (OSError, RuntimeError, ValueError) as error:
+        return _fail(f"cannot load model {model_dir}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+
+    lines, total, repaired = [], 0, 0
+    for item in inputs:
+        prediction = predictor.predict(
+            item.spec, item.property_name, item.values[item.property_name], top_k=args.top_k,
+            constrained=not args.no_constraints, num_beams=args.num_beams, sample=args.sample,
+            temperature=args.temperature, seed=args.seed,
+        )
+        for record in prediction.records(predictor.model_name, item.id or item.formula):
+            lines.append(record.to_json())
+        total += len(prediction.hypotheses)
+        repaired += sum(h.repaired for h in prediction.hypotheses)
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    rate = repaired / total if total else 0.0
+    print(f"{len(inputs)} input(s), {total} hypotheses, repair needed for {repaired} ({rate:.1%})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""CLIs of the symmetry predictor (errors, no model needed), ROUGE and the LM-free baselines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm_torch.constraints import CompositionSpec, check_assignment
+from llm_torch.evaluate import (
+    MostFrequentBaseline,
+    NearestCompositionBaseline,
+    evaluate_predictor,
+    rouge_l,
+    rouge_n,
+)
+from llm_torch.predict import CHECKPOINT_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_predict(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "llm_torch.predict", *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--formula", "Xx2O", "--band-gap", "1.0"], "unknown element 'Xx'"),
+        (["--formula", "", "--band-gap", "1.0"], "empty formula"),
+        (["--formula", "NaCl"], "exactly one target"),
+        (["--formula", "NaCl", "--band-gap", "1", "--formation-energy", "-1"], "exactly one target"),
+        (["--formula", "NaCl", "--band-gap", "nan"], "finite"),
+        (["--formula", "H500", "--band-gap", "1"], "at most"),
+    ],
+)
+def test_predict_bad_input(tmp_path, args, fragment):
+    out = tmp_path / "out.jsonl"
+    result = run_predict(*args, "--out", str(out))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert result.stdout == "" and not out.exists()
+
+
+def test_predict_batch_bad_row(tmp_path):
+    inputs = tmp_path / "in.csv"
+    inputs.write_text("formula,band_gap\nNaCl,5.0\nXx,1.0\n")
+    out = tmp_path / "out.jsonl"
+    result = run_predict("--csv", str(inputs), "--out", str(out))
+    assert result.returncode == 1 and "in.csv:3" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.skipif((CHECKPOINT_DIR / "small_glm4_bg" / "model_card.json").exists(), reason="an embedded model exists")
+def test_predict_without_model_says_so(tmp_path):
+    result = run_predict("--formula", "LiFePO4", "--band-gap", "3.0")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no embedded model" in lines[0] and "--model" in lines[0]
+
+
+def test_rouge_hand_computed():
+    # 6 tokens each; unigram overlap the x2, cat, on, mat = 5
+    r1 = rouge_n("the cat sat on the mat", "the cat is on the mat", 1)
+    assert r1["precision"] == pytest.approx(5 / 6) and r1["recall"] == pytest.approx(5 / 6) and r1["f1"] == pytest.approx(5 / 6)
+    # bigrams: {the cat, on the, the mat} shared out of 5 each
+    assert rouge_n("the cat sat on the mat", "the cat is on the mat", 2)["f1"] == pytest.approx(3 / 5)
+    # LCS = "the cat on the mat" (5 tokens)
+    assert rouge_l("the cat sat on the mat", "the cat is on the mat")["f1"] == pytest.approx(5 / 6)
+    # asymmetric: P = 2/4, R = 2/3 -> F1 = 4/7
+    assert rouge_n("a b c d", "a c e", 1)["f1"] == pytest.approx(4 / 7)
+    assert rouge_l("a b c d", "a c e")["f1"] == pytest.approx(4 / 7)
+    assert rouge_n("a b c d", "a c e", 2)["f1"] == 0.0
+    # clipping: "the" counts at most once -> P = 1/3, R = 1/2, F1 = 0.4
+    assert rouge_n("the the the", "the cat", 1)["f1"] == pytest.approx(0.4)
+    assert rouge_l("", "a")["f1"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def records(fixture_dataset):
+    dataset, _ = fixture_dataset
+    return [dataset[i].to_record(source="mp_20") for i in range(len(dataset))]
+
+
+def test_baselines_give_valid_feasible_guesses(records):
+    frequent = MostFrequentBaseline(records)
+    assert frequent.order[0] == 225  # the fixture's most common group
+    nearest = NearestCompositionBaseline(records)
+    for record in records[:25]:
+        spec = CompositionSpec.from_counts(record.composition.counts)
+        for baseline in (frequent, nearest):
+            guesses = baseline.predict(spec, "band_gap", record.property("band_gap"), top_k=5)
+            assert 1 <= len(guesses) <= 5 and len({g.space_group for g in guesses}) == len(guesses)
+            for g in guesses:
+                assert check_assignment(g.space_group, spec, g.assignment)
+    # on its own training data the nearest composition is the crystal itself (or a polymorph
+    # with the same composition; the property breaks the tie)
+    metrics = evaluate_predictor(nearest, records[:40], "band_gap")
+    assert metrics["sg_top1"] >= 0.95 and metrics["rouge1"] >= 0.95 and metrics["rows"] == 40
+
+
+def test_evaluate_cli_baselines(tmp_path, monkeypatch, records):
+    from llm_torch import dataset
+    from llm_torch.evaluate import main
+
+    monkeypatch.setattr(dataset, "csv_records", lambda path, limit=None, **kw: records[:limit] if limit else records)
+    out = tmp_path / "results.json"
+    assert main(["--csv", "fixture.csv", "--limit", "20", "--train-csv", "fixture.csv", "--baselines-only",
+                 "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert set(payload["results"]) == {"most_frequent", "nearest_composition"}
+    assert payload["results"]["most_frequent"]["rows"] == 20
+    assert payload["data"]["composition_mode"] == "cell" and payload["command"].startswith("python -m llm_torch.evaluate")

@@ -1,0 +1,234 @@
+"""Tokenizer, constrained decoding, scoring and the trainer (tiny models, CPU, 1 thread)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+from llm_torch.constraints import (
+    CompositionSpec,
+    OutputGrammar,
+    check_assignment,
+    make_record,
+    parse_composition,
+)
+from llm_torch.dataset import examples_from_records, write_jsonl
+from llm_torch.prompts import build_prompt, parse_output, prompt_text
+from unimdm_jax.schema import validate_record, wyckoff_positions
+
+torch.set_num_threads(1)
+
+TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def records(fixture_dataset):
+    dataset, _ = fixture_dataset
+    return [dataset[i].to_record(source="mp_20") for i in range(len(dataset))]
+
+
+@pytest.fixture(scope="module")
+def examples(records):
+    return list(examples_from_records(records, "band_gap", composition_mode="mixed"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(examples, tmp_path_factory):
+    from llm_torch.tokenizer import corpus_texts, load_tokenizer, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tok")
+    train_tokenizer(corpus_texts(examples), vocab_size=1024, out_dir=out)
+    return load_tokenizer(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer):
+    from llm_torch.model import small_glm4
+
+    model = small_glm4(len(tokenizer), seed=0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **TINY)
+    return model.eval()
+
+
+def test_tokenizer_round_trip_and_line_boundaries(tokenizer, examples):
+    from llm_torch.decoding import encode
+
+    assert 256 < len(tokenizer) <= 1024
+    assert tokenizer.pad_token_id == 0 and tokenizer.eos_token_id == 1
+    output = examples[0]["output"]
+    ids = encode(tokenizer, output)
+    assert tokenizer.decode(ids) == output
+    # lines tokenized separately give the same tokens as the whole text (newlines are boundaries)
+    lines = output.split("\n")
+    pieces = [encode(tokenizer, line + "\n") for line in lines[:-1]] + [encode(tokenizer, lines[-1])]
+    assert [t for piece in pieces for t in piece] == ids
+
+
+def test_small_glm4_size():
+    from llm_torch.model import parameter_count, small_glm4_config
+
+    config = small_glm4_config(3072)
+    assert config.model_type == "glm4" and config.hidden_size == 256 and config.num_hidden_layers == 4
+    from transformers import Glm4ForCausalLM
+
+    with torch.device("meta"):
+        model = Glm4ForCausalLM(config)
+    assert parameter_count(model) * 4 < 25e6  # float32 safetensors under 25 MB
+
+
+def test_resolve_device_errors():
+    from llm_torch.model import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(RuntimeError, match="unknown device"):
+        resolve_device("tpu")
+    try:
+        import torch_npu  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="torch_npu") as info:
+            resolve_device("npu")
+        assert "\n" not in str(info.value)
+
+
+def _generate(model, tokenizer, spec, prompt_ids, *, sample, num_beams=1, num_return=1, seed=0):
+    from transformers import GenerationConfig
+
+    from llm_torch.decoding import SymmetryLogitsProcessor
+
+    torch.manual_seed(seed)
+    grammar = OutputGrammar(spec)
+    inputs = torch.tensor([prompt_ids])
+    processor = SymmetryLogitsProcessor(tokenizer, [grammar], inputs.shape[1])
+    config = GenerationConfig(
+        max_new_tokens=grammar.max_new_chars(), do_sample=sample, num_beams=num_beams, num_return_sequences=num_return,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **({"top_k": 0, "top_p": 1.0} if sample else {}),
+    )
+    with torch.no_grad():
+        out = model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                             logits_processor=[processor])
+    texts = []
+    for row in out[:, inputs.shape[1]:].tolist():
+        assert tokenizer.eos_token_id in row  # every sequence finished
+        row = row[: row.index(tokenizer.eos_token_id)]
+        texts.append("".join(processor.trie.texts[t] for t in row))
+    assert processor.dead_ends == 0
+    return grammar, texts
+
+
+def test_constrained_decoding_random_model_is_always_valid(tiny_model, tokenizer, records):
+    """The important behaviour: a random model under the grammar writes only valid records."""
+    from llm_torch.decoding import encode
+
+    cases = [(CompositionSpec.from_counts(r.composition.counts), r.property("band_gap")) for r in records[:6]]
+    cases += [(parse_composition("LiFePO4"), 3.0), (parse_composition("SrTiO3"), 1.8), (parse_composition("Si"), 1.1)]
+    n = 0
+    for i, (spec, value) in enumerate(cases):
+        example = build_prompt(spec.count_dict, "band_gap", value, composition_mode=spec.mode)
+        prompt_ids = encode(tokenizer, prompt_text(example, style="plain"))
+        for sample, beams, ret in ((True, 1, 2), (False, 2, 1)):
+            grammar, texts = _generate(tiny_model, tokenizer, spec, prompt_ids, sample=sample, num_beams=beams, num_return=ret, seed=i)
+            for text in texts:
+                assert grammar.accepts(text), text
+                sg, orbits = parse_output(text)
+                assert check_assignment(sg, spec, orbits)
+                counts = Counter()
+                for e, letter in orbits:
+                    counts[e] += next(p.multiplicity for p in wyckoff_positions(sg) if p.letter == letter)
+                validate_record(make_record(sg, {e: counts[e] for e in spec.elements}, orbits, [("band_gap", value)]))
+                n += 1
+    assert n == 3 * len(cases)
+
+
+def test_sequence_logprobs_matches_full_forward(tiny_model, tokenizer):
+    from llm_torch.decoding import encode, sequence_logprobs
+
+    prompt = encode(tokenizer, "### Instruction:\nhello\n### Response:\n")
+    conts = [encode(tokenizer, "Space group: 225 (Fm-3m)\n"), encode(tokenizer, "Space group: 1 (P1)\n"), [5]]
+    fast = sequence_logprobs(tiny_model, prompt, conts, batch_size=2)
+    for cont, value in zip(conts, fast):
+        ids = torch.tensor([prompt + cont])
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_model(input_ids=ids).logits[0].float(), -1)
+        expected = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(cont))
+        assert value == pytest.approx(expected, abs=1e-3)
+
+
+def test_predictor_top_k_records(tiny_model, tokenizer):
+    from llm_torch.predict import Predictor
+
+    predictor = Predictor(tiny_model, tokenizer, prompt_style="plain", model_name="tiny")
+    for formula, k in (("Na4Cl4", 3), ("LiFePO4", 4), ("H", 3)):
+        prediction = predictor.predict(parse_composition(formula), "band_gap", 2.0, top_k=k)
+        assert len(prediction.hypotheses) == k
+        assert len({h.key() for h in prediction.hypotheses}) == k
+        scores = [h.score for h in prediction.hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        records = prediction.records("tiny", formula)
+        assert [r.provenance.rank for r in records] == list(range(1, k + 1))
+        for record in records:
+            validate_record(record)
+            assert record.provenance.model == "tiny" and record.provenance.source == "stage1"
+        assert not any(h.repaired for h in prediction.hypotheses)
+
+
+def _config(tmp_path, jsonl, **kw):
+    from llm_torch.finetune import FinetuneConfig
+
+    base = dict(
+        name="tiny", mode="scratch", output_dir=str(tmp_path / "run"), train_jsonl=str(jsonl), eval_jsonl=str(jsonl),
+        train_split=None, eval_split=None, limit_train=8, limit_eval=8, vocab_size=512, model=TINY,
+        batch_size=8, learning_rate=1e-2, warmup_steps=0, lr_schedule="constant", log_every=1, save_every=3,
+        device="cpu", max_steps=6,
+    )
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def test_finetune_scratch_decreases_loss_and_resumes(tmp_path, examples):
+    from llm_torch.finetune import train
+
+    jsonl = tmp_path / "train.jsonl"
+    write_jsonl(examples[:8], jsonl)
+    card = train(_config(tmp_path, jsonl))
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["step"] == 1 and log[-1]["step"] == 6
+    assert log[-1]["loss"] < log[0]["loss"]
+    final = tmp_path / "run" / "final"
+    assert (final / "model.safetensors").exists() and (final / "tokenizer.json").exists()
+    saved = json.loads((final / "model_card.json").read_text())
+    assert saved["metrics"]["steps"] == 6 and saved["data"]["train_examples"] == 8
+    assert {"data", "command", "time_s", "hardware", "metrics"} <= set(saved) and card["mode"] == "scratch"
+    # resume: the newest checkpoint (step 6) is picked up and training continues to step 8
+    train(_config(tmp_path, jsonl, max_steps=8))
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_finetune_lora_saves_adapter(tmp_path, examples, tokenizer, tiny_model):
+    from llm_torch.finetune import train
+    from llm_torch.predict import Predictor
+
+    base = tmp_path / "base"
+    tiny_model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    jsonl = tmp_path / "train.jsonl"
+    write_jsonl(examples[:8], jsonl)
+    card = train(_config(tmp_path, jsonl, mode="lora", base_model=str(base), max_steps=1, learning_rate=1e-3,
+                         gradient_checkpointing=True, dtype="fp32"))
+    final = tmp_path / "run" / "final"
+    assert (final / "adapter_model.safetensors").exists()
+    adapter = json.loads((final / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert adapter["r"] == 8 and adapter["lora_alpha"] == 32
+    assert 0 < card["trainable_parameters"] < card["parameters"]
+    predictor = Predictor.from_dir(final, "cpu")
+    assert type(predictor.model).__name__.startswith("Peft")
+    prediction = predictor.predict(parse_composition("NaCl", "cell"), "band_gap", 5.0, top_k=2)
+    for record in prediction.records(predictor.model_name):
+        validate_record(record)
