@@ -1,46 +1,26 @@
-"""Symmetry predictor from scratch: a small GLM-4 (4.8 M parameters) conditioned on the formation energy per atom.
+"""Symmetry predictor from scratch: the small GLM-4 of configs/llm_small_glm4_bg.py conditioned on
+the formation energy per atom instead of the band gap (the paper's FM variant).
 
 Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py
        (add --set device=cuda on a GPU; the run resumes from workdirs/llm_small_glm4_fm/checkpoints)
-Data:  instruction examples of the MP-20 training policy's `train` split (train_partial + val rows
-       1,001-9,047, 28,218 crystals), composition mode mixed (cell counts / reduced formula by a
-       hash of the material id); model selection on `holdout` (val rows 1-1,000); test untouched.
-       Needs the symmetrized cache (UNIMDM_CACHE, `python -m unimdm_jax.data preprocess`).
-Model: Glm4ForCausalLM, hidden 256, 4 layers, 4 heads, MLP 688, a 3,072-token byte-level BPE
-       trained on the same examples; ~19 MB float32 safetensors. Exported to
-       llm_torch/checkpoints/small_glm4_fm (the embedded model `python -m llm_torch.predict` uses).
-Time:  ~167 tokens per example (prompt ~125, answer ~42 with the 3,072-token BPE); 882 steps of 32
-       per epoch, 2,646 steps for 3 epochs. Measured on the 2-core development CPU with 1 torch thread
-       while another job used both cores: 1.9 s per step, i.e. ~1.4 hours for 3 epochs (+ ~2 min for
-       the holdout symmetry metrics). Add --set num_threads=1 when sharing the CPU. On one GPU
-       (--set device=cuda, bf16 autocast) expect a few minutes (not measured; the model is tiny).
+Data, model and time: as configs/llm_small_glm4_bg.py (~1.4 hours for 3 epochs on the 2-core CPU).
+Exported to llm_torch/checkpoints/small_glm4_fm.
 """
 
-from llm_torch.finetune import FinetuneConfig
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("_base", Path(__file__).with_name("llm_small_glm4_bg.py"))
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
 
 
-def get_config() -> FinetuneConfig:
-    return FinetuneConfig(
+def get_config():
+    return dataclasses.replace(
+        _base.get_config(),
         name="small_glm4_fm",
-        mode="scratch",
         output_dir="workdirs/llm_small_glm4_fm",
         export_dir="llm_torch/checkpoints/small_glm4_fm",
         property_name="formation_energy_per_atom",
-        composition_mode="mixed",
-        train_split="train",
-        eval_split="holdout",
-        limit_eval=500,
-        vocab_size=3072,
-        model=dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=688),
-        epochs=3.0,
-        batch_size=32,
-        learning_rate=1e-3,
-        weight_decay=0.01,
-        warmup_steps=200,
-        max_length=512,
-        device="auto",
-        log_every=50,
-        eval_every=500,
-        save_every=250,
-        eval_symmetry_limit=200,
     )
