@@ -62,6 +62,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "default_model_dir",
+    "resolve_model_dir",
     "main",
     "read_inputs",
 ]
@@ -118,6 +119,26 @@ class PredictInput:
 
 def default_model_dir(property_name: str) -> Path:
     return CHECKPOINT_DIR / DEFAULT_MODELS[canonical_property(property_name)]
+
+
+def resolve_model_dir(property_name: str, model: str | Path | None = None, flag: str = "--model") -> Path:
+    """The model folder to use: ``model`` if given, else the embedded model for the property.
+
+    Raises :class:`InputError` (one line) when the folder does not exist or the embedded model
+    has not been trained yet.
+    """
+    if model:
+        model_dir = Path(model)
+        if not model_dir.is_dir():
+            raise InputError(f"model folder {model_dir} does not exist")
+        return model_dir
+    model_dir = default_model_dir(property_name)
+    if not (model_dir / "model_card.json").exists():
+        raise InputError(
+            f"no embedded model yet at llm_torch/checkpoints/{model_dir.name}; train one with "
+            f"`python -m llm_torch.finetune --config configs/llm_{model_dir.name}.py` or pass {flag} DIR"
+        )
+    return model_dir
 
 
 class Predictor:
@@ -427,20 +448,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(error))
 
     # ---- model
-    if args.model:
-        model_dir = Path(args.model)
-        if not model_dir.is_dir():
-            return _fail(f"model folder {model_dir} does not exist")
-    else:
-        wanted = {i.property_name for i in inputs if i.property_name} or {"band_gap"}
-        if len(wanted) > 1:
-            return _fail("inputs ask for both properties; run once per property or pass --model")
-        model_dir = default_model_dir(wanted.pop())
-        if not (model_dir / "model_card.json").exists():
-            return _fail(
-                f"no embedded model yet at {model_dir.relative_to(CHECKPOINT_DIR.parent.parent)}; train one with "
-                f"`python -m llm_torch.finetune --config configs/llm_{model_dir.name}.py` or pass --model DIR"
-            )
+    wanted = {i.property_name for i in inputs if i.property_name} or {"band_gap"}
+    if len(wanted) > 1 and not args.model:
+        return _fail("inputs ask for both properties; run once per property or pass --model")
+    try:
+        model_dir = resolve_model_dir(wanted.pop(), args.model)
+    except InputError as error:
+        return _fail(str(error))
     card_path = model_dir / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     model_property = card.get("property_name")

@@ -2,12 +2,28 @@
 
 The package is organised so that each idea lives in one obvious place:
 
-- ``unimdm_jax.schema``  the JSON symmetry schema (the handoff between the two stages;
+- ``unimdm_jax.schema``      the JSON symmetry schema (the handoff between the two stages;
   imports neither JAX nor torch)
-- ``unimdm_jax.data``    MP-20 / CDVAE CSV reading, download, symmetry extraction,
+- ``unimdm_jax.data``        MP-20 / CDVAE CSV reading, download, symmetry extraction,
   preprocessing cache and jraph batching
+- ``unimdm_jax.lattice``, ``diffusion``, ``wyckoff``   the numerics (pure JAX functions)
+- ``unimdm_jax.model``       the Crystal DiT and the property oracle (Flax modules)
+- ``unimdm_jax.sampler``     the predictor-corrector sampler (one jitted ``lax.scan``)
+- ``unimdm_jax.generation``  end to end: target property -> symmetry -> structures
+  (``unimdm_jax.generate(...)``; the CLI is ``python -m unimdm_jax.sample``)
+- ``unimdm_jax.oracle``, ``gradients``   property oracle; gradient studies and guidance
 
 Importing the top-level package is cheap: JAX is only imported by the modules that need it.
 """
 
 __version__ = "0.1.0"
+
+
+def generate(*args, **kwargs):
+    """:func:`unimdm_jax.generation.generate` (imported on first use)."""
+    from unimdm_jax.generation import generate as _generate
+
+    return _generate(*args, **kwargs)
+
+
+generate.__doc__ = (generate.__doc__ or "") + "\n\nSee ``unimdm_jax.generation.generate``."

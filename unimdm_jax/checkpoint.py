@@ -7,7 +7,9 @@ turns the EMA parameters of one step into a small folder that ships inside the p
     config.json         the TrainConfig it was trained with
     model_card.json     data, training command, time, hardware, metrics (see README)
 
-``load_model`` reads either such a folder or a training work dir (latest orbax step).
+``load_model`` reads either such a folder or a training work dir (latest orbax step) and
+returns the module of the config's task (``train.TASKS``: the Crystal DiT or the property
+oracle). Configs exported before tasks existed have no ``task`` field: they are diffusion.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from unimdm_jax.model import CrystalDiT, ModelConfig
 from unimdm_jax.objective import DiffusionConfig
 
 PACKAGED = Path(__file__).parent / "checkpoints"
@@ -49,14 +50,21 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
     return tree
 
 
-def config_from_dict(data: dict):
-    from unimdm_jax.train import TrainConfig
+def _tuples(value):
+    """JSON lists back to the (nested) tuples of the frozen config dataclasses."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
-    model = ModelConfig(**{k: tuple(map(tuple, v)) if k == "property_ranges" else (tuple(v) if isinstance(v, list) else v)
-                           for k, v in data["model"].items()})
-    diffusion = DiffusionConfig(**data["diffusion"])
-    rest = {k: v for k, v in data.items() if k not in ("model", "diffusion")}
-    return TrainConfig(model=model, diffusion=diffusion, **rest)
+
+def config_from_dict(data: dict):
+    from unimdm_jax.train import TASKS, TrainConfig
+
+    task = data.get("task", "diffusion")
+    if task not in TASKS:
+        raise CheckpointError(f"unknown task {task!r} in the config")
+    model = TASKS[task].model_config(**{k: _tuples(v) for k, v in data["model"].items()})
+    diffusion = DiffusionConfig(**data.get("diffusion", {}))
+    rest = {k: v for k, v in data.items() if k not in ("model", "diffusion", "task")}
+    return TrainConfig(model=model, diffusion=diffusion, task=task, **rest)
 
 
 def export(params, config, out_dir: Path, model_card: dict) -> Path:
@@ -71,7 +79,8 @@ def export(params, config, out_dir: Path, model_card: dict) -> Path:
 
 
 def load_model(path: Path | str):
-    """(model, params, config, model_card) from an exported folder or a training work dir."""
+    """(model, params, config, model_card) from an exported folder or a training work dir;
+    the model is the module of ``config.task``."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -92,7 +101,9 @@ def load_model(path: Path | str):
         raise
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt checkpoint
         raise CheckpointError(f"corrupt checkpoint {path}: {type(error).__name__}: {error}".splitlines()[0]) from error
-    return CrystalDiT(config.model), params, config, card
+    from unimdm_jax.train import TASKS
+
+    return TASKS[config.task].make_model(config.model), params, config, card
 
 
 def _load_workdir(workdir: Path):
@@ -129,6 +140,9 @@ def training_summary(workdir: Path, up_to_step: int | None = None) -> dict:
     if held:
         summary["selection_split"] = held[-1]["split"]
         summary["selection_losses"] = {r["step"]: round(float(r["loss"]), 4) for r in held}
+        mae_columns = [c for c in held[-1] if c.startswith("mae_") and held[-1][c]]  # property task
+        if mae_columns:
+            summary["selection_mae"] = {r["step"]: {c[4:]: round(float(r[c]), 4) for c in mae_columns} for r in held}
     return summary
 
 
@@ -152,8 +166,9 @@ def main(argv=None) -> int:
         return 1
     card = {
         "name": Path(args.out).name,
+        "task": config.task,
         "model": dataclasses.asdict(config.model),
-        "diffusion": dataclasses.asdict(config.diffusion),
+        **({"diffusion": dataclasses.asdict(config.diffusion)} if config.task == "diffusion" else {}),
         "data": {
             "dataset": "MP-20 (CDVAE split), ../shared/data/mp_20",
             "training": "train_partial.csv.gz + val.csv.gz rows 1001-9047 (28,218 crystals)",

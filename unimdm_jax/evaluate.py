@@ -40,24 +40,35 @@ def crystal_structures(dataset, indices, frac_coords, lattice_params, graph_offs
 
 
 def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: int = 0, guidance_scale: float = 0.0,
-                   step_lr: float = 1e-5, property_values=None, progress: bool = True):
+                   step_lr: float = 1e-5, property_values=None, progress: bool = True, oracle_apply=None,
+                   oracle_params=None, oracle_targets=None, oracle_property_index: int = 0,
+                   classifier_scale: float = 0.0, classifier_sigma: float = 1.0):
     """Sample one structure for every crystal of ``dataset`` under its own symmetry.
 
     All batches are padded to one budget, so the sampler compiles once. ``property_values``
     (G, P) overrides the dataset's properties as the condition (NaN = unconditional).
     Returns (structures, seconds per crystal over the batches after the first, which
     includes compilation; None when there is only one batch).
+
+    Classifier guidance (off unless ``oracle_apply`` is given): ``oracle_apply(params, graphs,
+    frac_coords, k) -> (G, P')`` and ``oracle_params`` are a property oracle, ``oracle_targets``
+    (len(dataset),) the wanted value of its column ``oracle_property_index`` per crystal (NaN:
+    unguided), ``classifier_scale`` the guidance weight and ``classifier_sigma`` the width of
+    the Gaussian likelihood (``unimdm_jax.gradients.oracle_guidance``; ``sampler.sample``).
     """
     import jax
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
     from unimdm_jax.data.batching import Budget, budget_for, graphs_from_dataset
+    from unimdm_jax.gradients import oracle_guidance
     from unimdm_jax.lattice import k_to_lattice_params
     from unimdm_jax.objective import make_schedules
     from unimdm_jax.sampler import sample
     from unimdm_jax.train import property_columns
 
+    if oracle_apply is not None and (oracle_params is None or oracle_targets is None):
+        raise ValueError("classifier guidance needs oracle_params and oracle_targets with oracle_apply")
     columns = list(property_columns(config.model, dataset.property_names))
     batches = [np.arange(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
     budgets = [budget_for([dataset.num_atoms[b].astype(np.int64)], batch_size) for b in batches]
@@ -72,10 +83,16 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
         use = np.zeros((budget.graphs, len(columns)), bool)
         condition[: len(indices)] = np.nan_to_num(values[indices])
         use[: len(indices)] = np.isfinite(values[indices])
+        classifier = None
+        if oracle_apply is not None:
+            targets = np.full((budget.graphs,), np.nan, np.float32)
+            targets[: len(indices)] = np.asarray(oracle_targets, np.float64)[indices]
+            classifier = oracle_guidance(oracle_apply, oracle_params, targets, oracle_property_index, classifier_sigma)
         started = time.perf_counter()
         x, k = sample(params, model, jax.tree_util.tree_map(jnp.asarray, graphs), jax.random.fold_in(key, number),
                       schedules, config.diffusion, jnp.asarray(condition), jnp.asarray(use),
-                      guidance_scale=guidance_scale, step_lr=step_lr)
+                      guidance_scale=guidance_scale, step_lr=step_lr, classifier=classifier,
+                      classifier_scale=classifier_scale)
         x, lattice_params = jax.device_get((x, k_to_lattice_params(k)))
         if number > 0:  # the first batch includes compilation
             sampling_seconds += time.perf_counter() - started
@@ -117,6 +134,28 @@ def select_rows(dataset, subset: str, limit: int | None):
     return dataset.select(keep)
 
 
+def load_rows(csv, subset: str = "all", limit: int | None = None, workers: int | None = None):
+    """(symmetrized dataset, failures) of the rows of ``csv`` that ``subset``/``limit`` pick.
+
+    Uses the preprocessing cache when it holds the whole file; otherwise symmetrizes only
+    the rows needed (a test-1k run need not preprocess all 9,046 test rows)."""
+    from unimdm_jax.data.io import read_rows, test_subset_indices
+    from unimdm_jax.data.preprocess import DEFAULT_SYMPREC, cache_key, default_cache_dir, preprocess_file, symmetrize_rows
+
+    csv = Path(csv)
+    if (default_cache_dir() / f"{csv.name}.{cache_key(csv, DEFAULT_SYMPREC)}.npz").exists():
+        dataset, failures = preprocess_file(csv)
+        return select_rows(dataset, subset, limit), failures
+    if subset not in ("all", "test-1k", "test_1k"):
+        raise ValueError(f"unknown subset {subset!r}: expected all or test-1k")
+    rows = read_rows([csv])
+    if subset != "all":
+        wanted = set(test_subset_indices().tolist())
+        rows = [r for r in rows if int(r.source.rsplit(":", 1)[1]) in wanted]
+    rows = rows[:limit] if limit is not None else rows
+    return symmetrize_rows(rows, workers)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unimdm_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="exported checkpoint folder or training work dir")
@@ -134,12 +173,10 @@ def main(argv=None) -> int:
 
     from unimdm_jax.checkpoint import CheckpointError, load_model
     from unimdm_jax.data.io import DatasetError, read_rows
-    from unimdm_jax.data.preprocess import preprocess_file
 
     try:
         model, params, config, card = load_model(args.checkpoint)
-        dataset, failures = preprocess_file(args.csv)
-        dataset = select_rows(dataset, args.subset, args.limit)
+        dataset, failures = load_rows(args.csv, args.subset, args.limit)
     except (CheckpointError, DatasetError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -11,6 +11,17 @@ to their orbits, so every intermediate state satisfies the space group's constra
 exactly; the k-vector is projected onto the crystal family after every step. Classifier-free
 guidance combines conditional and unconditional outputs as (1 + w) cond - w uncond
 (Ho & Salimans 2022), with w = ``guidance_scale`` (0: plain conditional sampling).
+
+Classifier guidance (Dhariwal & Nichol 2021) with a differentiable property oracle: given
+``classifier(graphs, x, k) -> (grad_x log p(y | x, k) (N, 3), grad_k log p(y | x, k) (G, 6))``
+(e.g. ``unimdm_jax.gradients.oracle_guidance``) and a scale s, at every network evaluation
+
+- coordinates: score_hat = S(sqrt(sigma_norm_t) s_theta) + s A(grad_x), with S the Wyckoff
+  symmetrization of the network's score and A the chain rule of grad_x to the anchors' free
+  coordinates, pushed to the orbits (``gradients.anchor_space_gradient``): both are scores of
+  the anchors, the variables the diffusion moves, and the state stays on the orbits;
+- lattice: eps_hat' = eps_hat - s sqrt(1 - abar_t) grad_k (D&N eq. 14, the DDPM form of
+  their Algorithm 2), then masked to the crystal family's free components as eps_hat is.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from unimdm_jax import diffusion, lattice, wyckoff
+from unimdm_jax import diffusion, gradients, lattice, wyckoff
 from unimdm_jax.objective import DiffusionConfig, Schedules
 
 
@@ -38,9 +49,16 @@ def _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, gu
 
 @functools.partial(jax.jit, static_argnames=("model", "config", "guidance_scale", "step_lr"))
 def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, properties, use_condition,
-           guidance_scale: float = 0.0, step_lr: float = 1e-5):
+           guidance_scale: float = 0.0, step_lr: float = 1e-5, classifier=None, classifier_scale=0.0):
     """Sample coordinates and lattices for a padded batch whose composition, Wyckoff
-    operations and space groups are given. Returns ``(frac_coords (N, 3), k (G, 6))``."""
+    operations and space groups are given. Returns ``(frac_coords (N, 3), k (G, 6))``.
+
+    ``classifier``: None (no classifier guidance: the sampler is exactly the unguided one)
+    or a ``jax.tree_util.Partial`` computing ``(graphs, x, k) -> (grad_x (N, 3), grad_k (G, 6))``
+    of log p(y | x, k), as ``gradients.oracle_guidance`` returns. It is a traced pytree
+    argument: its arrays (oracle parameters, targets) can change without recompiling, and
+    only the wrapped function is part of the compilation key (wrap a plain function as
+    ``Partial(fn)``). ``classifier_scale`` s (traced): the weight of its gradient."""
     nodes, glob = graphs.nodes, graphs.globals
     ops, ops_pinv, anchor = nodes["wyckoff_ops"], nodes["ops_rotation_pinv"], nodes["anchor"]
     num_graphs = glob["spacegroup"].shape[0]
@@ -57,6 +75,18 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
         scale = jnp.sqrt(norms[t])  # the network predicts the score / sqrt(sigma_norm)
         return wyckoff.symmetrize(ops, ops_pinv, anchor, atom_scores) * scale * node_mask
 
+    def guided(x, k, t, atom_scores, eps_hat):
+        """The (unnormalised, symmetrized) coordinate score and the lattice noise, with the
+        classifier's gradients added when there is a classifier (module docstring)."""
+        score = symmetric_score(atom_scores, t)
+        if classifier is None:
+            return score, eps_hat
+        grad_x, grad_k = classifier(graphs, x, k)
+        anchor_grad = gradients.anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
+        score = score + classifier_scale * anchor_grad
+        eps_hat = eps_hat - classifier_scale * jnp.sqrt(1.0 - schedules.ddpm.alphas_cumprod[t]) * grad_k
+        return score, eps_hat
+
     def step(carry, t):
         x, k, key = carry
         key, corrector_key, predictor_key, lattice_key = jax.random.split(key, 4)
@@ -65,14 +95,16 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
 
         noise_scale = node_mask * (t > 1)  # the last step is noise-free, as in DiffCSP
 
-        scores, _ = _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale)
+        scores, eps_hat = _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale)
+        score, _ = guided(x, k, t, scores, eps_hat)
         noise, _ = wyckoff.wyckoff_noise(jax.random.normal(corrector_key, x.shape), ops, anchor)
-        x = diffusion.ve_corrector_step(x, symmetric_score(scores, t), sigma_t, step_lr, noise * noise_scale,
+        x = diffusion.ve_corrector_step(x, score, sigma_t, step_lr, noise * noise_scale,
                                         sigma_begin=config.sigma_begin)
 
         scores, eps_hat = _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale)
+        score, eps_hat = guided(x, k, t, scores, eps_hat)
         noise, _ = wyckoff.wyckoff_noise(jax.random.normal(predictor_key, x.shape), ops, anchor)
-        x = diffusion.ve_predictor_step(x, symmetric_score(scores, t), sigma_t, sigma_prev, noise * noise_scale)
+        x = diffusion.ve_predictor_step(x, score, sigma_t, sigma_prev, noise * noise_scale)
         x = wyckoff.apply_ops(ops, anchor, x)  # remove floating-point drift off the orbits
         z = jax.random.normal(lattice_key, k.shape) * k_mask
         k = lattice.project_k(diffusion.ddpm_step(k, eps_hat * k_mask, t, z, schedules.ddpm), k_mask, k_bias)

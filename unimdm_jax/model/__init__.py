@@ -1,11 +1,13 @@
-"""The Crystal DiT denoiser: one idea per file.
+"""The networks (the Crystal DiT denoiser, the property oracle): one idea per file.
 
 - ``embeddings``      element, Wyckoff-operation, time, space-group and property embeddings
 - ``message_passing`` the DiffCSP-style equivariant layer on fully connected crystal graphs
 - ``dit_block``       the Crystal DiT block: attention fusing atoms, crystal and property
 - ``crystal_dit``     the full network: coordinate scores and lattice noise
+- ``oracle``          the property oracle: band gap / formation energy from structure
 """
 
 from unimdm_jax.model.crystal_dit import CrystalDiT, ModelConfig
+from unimdm_jax.model.oracle import OracleConfig, PropertyOracle
 
-__all__ = ["CrystalDiT", "ModelConfig"]
+__all__ = ["CrystalDiT", "ModelConfig", "OracleConfig", "PropertyOracle"]

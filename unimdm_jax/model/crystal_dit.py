@@ -4,6 +4,13 @@ Inputs: a padded jraph batch (composition, Wyckoff operations, space group), the
 fractional coordinates x_t, the noisy lattice k-vector k_t, the step t and the property
 condition. Outputs: a per-atom score for the coordinates (N, 3) and the predicted lattice
 noise (G, 6). Everything is jit/vmap/grad-traceable: no Python control flow on values.
+
+Two hooks for gradient studies (``unimdm_jax.gradients``), neither of which adds parameters:
+
+- ``property_attention=False`` removes the property path (see ``CrystalDiT.__call__``);
+- the embedded property tokens (G, P, D) are perturbed by the variable
+  ``perturbations/property_tokens`` when the caller passes that collection, so
+  ``jax.grad`` with respect to it is the gradient with respect to the embedding.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from unimdm_jax.model.embeddings import PropertyEmbedding, sinusoidal_embedding
 from unimdm_jax.model.message_passing import CrystalMessagePassing
 
 NUM_ELEMENTS = 104
+PERTURBATIONS = "perturbations"  # the variable collection of the gradient hook
+PROPERTY_TOKENS = "property_tokens"  # its variable: zeros of shape (G, P, hidden)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +50,26 @@ class CrystalDiT(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, graphs, frac_coords, k, t, properties, use_condition):
+    def __call__(self, graphs, frac_coords, k, t, properties, use_condition, property_attention: bool = True):
         """graphs: batch from ``unimdm_jax.data.batching``; frac_coords (N,3) noisy x_t;
-        k (G,6) noisy k-vector; t (G,) int step; properties (G,P); use_condition (G,P) bool."""
+        k (G,6) noisy k-vector; t (G,) int step; properties (G,P); use_condition (G,P) bool.
+
+        ``property_attention`` (static Python bool; default True = the trained network):
+        False masks the property tokens out of the keys of every block's attention, so the
+        softmax renormalises over the crystal and time/space-group tokens and the outputs do
+        not depend on the property tokens at all. This is an ablation, not the unconditional
+        model: dropping the condition (``use_condition`` False, what classifier-free guidance
+        uses) keeps the token but replaces it with the learned null embedding, which the
+        network was trained with; masking the token removes it, a state never seen in
+        training.
+
+        Gradient hook: when ``variables`` holds ``{"perturbations": {"property_tokens": z}}``
+        with z of shape (G, P, hidden), the embedded property tokens become ``tokens + z``;
+        the gradient with respect to z (at z = 0) is the gradient with respect to the
+        embedding. Without that collection (plain ``{"params": ...}``) nothing is added.
+        Unlike ``Module.perturb``, ``init`` does not create the collection, so the variable
+        tree of ``init`` (and of the trainer's state) is unchanged.
+        """
         cfg = self.config
         nodes, glob = graphs.nodes, graphs.globals
         num_nodes, num_graphs = frac_coords.shape[0], k.shape[0]
@@ -60,7 +86,11 @@ class CrystalDiT(nn.Module):
             )
             for i, (name, value_range) in enumerate(zip(cfg.properties, cfg.property_ranges))
         ]
-        context = jnp.stack([global_token, *property_tokens], axis=1)  # (G, 1+P, D)
+        property_tokens = jnp.stack(property_tokens, axis=1)  # (G, P, D)
+        if self.has_variable(PERTURBATIONS, PROPERTY_TOKENS):  # gradient hook, see the docstring
+            property_tokens = property_tokens + self.get_variable(PERTURBATIONS, PROPERTY_TOKENS)
+        num_property_tokens = property_tokens.shape[1]
+        context = jnp.concatenate([global_token[:, None, :], property_tokens], axis=1)  # (G, 1+P, D)
 
         ops = nodes["wyckoff_ops"]
         h = nn.Embed(NUM_ELEMENTS, cfg.hidden, name="element_embedding")(nodes["atomic_numbers"])
@@ -72,7 +102,7 @@ class CrystalDiT(nn.Module):
                 h, frac_coords, k_per_node, graphs.senders, graphs.receivers, edge_mask
             )
             h = CrystalDiTBlock(cfg.hidden, cfg.num_heads, name=f"dit_block_{layer}")(
-                h, node_graph, num_graphs, context, node_mask
+                h, node_graph, num_graphs, context, node_mask, num_property_tokens, property_attention
             )
         h = nn.LayerNorm(name="final_norm")(h)
         coord_score = nn.Dense(3, name="coord_head", kernel_init=nn.initializers.zeros)(h)

@@ -5,6 +5,10 @@ Every atom is a query; the keys and values are its crystal's context tokens: the
 the crystal's atom features, the time/space-group token, and one token per conditioning
 property (the learned null token when the condition is dropped). Residual connections and
 layer norms (pre-norm) as in DiT; then a position-wise MLP.
+
+This attention is the only place the property enters the network. ``property_attention=False``
+masks the property tokens out of the keys (the softmax renormalises over the crystal and
+time/space-group tokens), which removes the property path altogether; see ``CrystalDiT``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ class CrystalDiTBlock(nn.Module):
     num_heads: int
 
     @nn.compact
-    def __call__(self, h, node_graph, num_graphs: int, context_tokens, node_mask):
-        """h (N, D); node_graph (N,) graph of each node; context_tokens (G, K, D)."""
+    def __call__(self, h, node_graph, num_graphs: int, context_tokens, node_mask, num_property_tokens: int = 0,
+                 property_attention: bool = True):
+        """h (N, D); node_graph (N,) graph of each node; context_tokens (G, K, D) whose last
+        ``num_property_tokens`` tokens are the property tokens. ``property_attention`` (static
+        bool): False masks those tokens out of the attention's keys."""
         mask = node_mask[:, None].astype(h.dtype)
         total = jax.ops.segment_sum(h * mask, node_graph, num_segments=num_graphs)
         count = jax.ops.segment_sum(mask, node_graph, num_segments=num_graphs)
@@ -28,8 +35,13 @@ class CrystalDiTBlock(nn.Module):
         tokens = jnp.concatenate([crystal_token[:, None, :], context_tokens], axis=1)  # (G, K+1, D)
         tokens = nn.LayerNorm(name="context_norm")(tokens)
         queries = nn.LayerNorm(name="query_norm")(h)[:, None, :]  # (N, 1, D)
+        attention_mask = None  # None keeps the default path bit-identical to the unmasked network
+        if not property_attention:
+            num_tokens = tokens.shape[1]
+            keep = jnp.arange(num_tokens) < num_tokens - num_property_tokens
+            attention_mask = keep[None, None, None, :]  # broadcasts to (N, heads, 1 query, K+1 keys)
         attended = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, qkv_features=self.hidden)(
-            queries, tokens[node_graph]
+            queries, tokens[node_graph], mask=attention_mask
         )[:, 0, :]
         h = h + attended
         return h + nn.Dense(self.hidden)(nn.gelu(nn.Dense(2 * self.hidden)(nn.LayerNorm()(h))))

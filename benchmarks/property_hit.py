@@ -1,0 +1,118 @@
+"""Benchmark: do generated structures have the requested property? (issue 5)
+
+    python benchmarks/property_hit.py --subset test-1k --limit 100 [--targets own|shuffled] \
+        [--guidance 0 1 2] [--tolerance 0.5] [--out benchmarks/results/property_hit_mp20.json]
+
+For each of the first ``--limit`` crystals of the MP-20 test subset, the Crystal DiT samples
+one structure under the crystal's true space group and Wyckoff positions with a band-gap
+target (``own``: the crystal's own band gap; ``shuffled``: the band gap of another test
+crystal, a fixed permutation, so the target is not implied by the composition), in each mode:
+unconditional (null condition), conditional, classifier-free guidance at each scale w, and
+conditional + classifier guidance with the oracle's gradient at each ``--oracle-guidance`` scale.
+The property oracle (``unimdm_jax.oracle``, trained on the policy train split) predicts the
+band gap of every generated structure; a hit is |predicted - target| <= tolerance. Reported
+per mode: hit rate (all targets, and targets >= 0.5 eV, i.e. non-metals), mean absolute
+deviation from the target, and the factor over the unconditional model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--csv", default=None, help="default: ../shared/data/mp_20/test.csv.gz")
+    parser.add_argument("--subset", default="test-1k")
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--targets", default="own", choices=("own", "shuffled"))
+    parser.add_argument("--guidance", type=float, nargs="*", default=[1.0], help="classifier-free guidance scales")
+    parser.add_argument("--oracle-guidance", type=float, nargs="*", default=[],
+                        help="classifier-guidance scales with the oracle's gradient (conditional + guided)")
+    parser.add_argument("--oracle-sigma", type=float, default=0.5, help="eV")
+    parser.add_argument("--tolerance", type=float, default=0.5, help="eV")
+    parser.add_argument("--checkpoint", default=None, help="Crystal DiT (default: the embedded one)")
+    parser.add_argument("--oracle", default=None, help="property oracle (default: the embedded one)")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "property_hit_mp20.json"))
+    args = parser.parse_args()
+
+    from unimdm_jax.data import io
+    from unimdm_jax.evaluate import load_rows
+    from unimdm_jax.generation import load_crystal_dit, load_oracle_or_none, sample_under_records
+    from unimdm_jax.metrics import is_sane
+
+    csv = Path(args.csv) if args.csv else io.mp20_dir() / "test.csv.gz"
+    dataset, _ = load_rows(csv, args.subset, args.limit)
+    records = [dataset[i].to_record(source="mp_20") for i in range(len(dataset))]
+    own = np.asarray([r.property("band_gap") for r in records], np.float64)
+    targets = own if args.targets == "own" else own[np.random.default_rng(20240601).permutation(len(own))]
+    dit = load_crystal_dit(args.checkpoint)
+    oracle = load_oracle_or_none(args.oracle)
+    if oracle is None:
+        sys.exit("error: no property oracle (train one: configs/oracle_mp20_cpu.py)")
+    column = list(oracle.property_names).index("band_gap")
+
+    # the oracle on the true test structures: how well it can tell hits at all
+    true_structures = [dataset[i].structure() for i in range(len(dataset))]
+    oracle_on_truth = np.asarray(oracle.predict_structures(true_structures))[:, column]
+
+    modes = [("unconditional", None, 0.0), ("conditional", 0.0, 0.0)]
+    modes += [(f"cfg_w{w:g}", w, 0.0) for w in args.guidance if w > 0]
+    modes += [(f"oracle_guided_s{s:g}", 0.0, s) for s in args.oracle_guidance if s > 0]
+    results, timings = {}, {}
+    for name, w, scale in modes:
+        condition = np.full((len(records), 1), np.nan) if w is None else targets[:, None]
+        guided = dict(oracle=oracle, oracle_property="band_gap", oracle_targets=targets, oracle_scale=scale,
+                      oracle_sigma=args.oracle_sigma) if scale > 0 else {}
+        started = time.perf_counter()
+        samples = sample_under_records(dit, records, [1] * len(records), condition, seed=args.seed,
+                                       guidance_scale=w or 0.0, batch_size=args.batch_size, **guided)
+        timings[name] = round(time.perf_counter() - started, 1)
+        structures = [s for s, _ in samples]
+        sane = np.asarray([is_sane(s) for s in structures])
+        predicted = np.full(len(structures), np.nan)
+        if sane.any():
+            predicted[sane] = np.asarray(oracle.predict_structures([s for s, ok in zip(structures, sane) if ok]))[:, column]
+        error = np.abs(predicted - targets)
+        hit = np.nan_to_num(error, nan=np.inf) <= args.tolerance
+        gapped = targets >= 0.5
+        results[name] = {
+            "hit_rate": float(hit.mean()),
+            "hit_rate_targets_ge_0.5eV": float(hit[gapped].mean()) if gapped.any() else None,
+            "mean_abs_deviation_eV": float(np.nanmean(error)),
+            "sane_fraction": float(sane.mean()),
+            "seconds": timings[name],
+        }
+    base = results["unconditional"]
+    for name, r in results.items():
+        r["factor_over_unconditional"] = r["hit_rate"] / base["hit_rate"] if base["hit_rate"] > 0 else None
+        key = "hit_rate_targets_ge_0.5eV"
+        r["factor_over_unconditional_targets_ge_0.5eV"] = (
+            r[key] / base[key] if base[key] else None)
+    write_result(Path(args.out), {
+        "benchmark": "property_hit",
+        "data": f"{csv} ({args.subset}, first {len(records)} rows), true symmetry and composition",
+        "targets": args.targets,
+        "n": len(records),
+        "n_targets_ge_0.5eV": int((targets >= 0.5).sum()),
+        "tolerance_eV": args.tolerance,
+        "crystal_dit": dit.name,
+        "oracle": getattr(oracle, "name", "oracle"),
+        "oracle_mae_on_these_true_structures_eV": float(np.mean(np.abs(oracle_on_truth - own))),
+        "oracle_hit_rate_on_true_structures": float(np.mean(np.abs(oracle_on_truth - own) <= args.tolerance)),
+        "modes": results,
+    })
+
+
+if __name__ == "__main__":
+    main()

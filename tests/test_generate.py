@@ -1,0 +1,183 @@
+"""End-to-end generation (``unimdm_jax.generation`` / ``python -m unimdm_jax.sample``) with the
+embedded Crystal DiT, checked against pymatgen's own symmetry analysis, plus bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unimdm_jax import schema
+from unimdm_jax.generation import GenerationError, crystal_from_record, generate, merge_duplicates, read_symmetry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def record(sg: int, assignment, band_gap: float | None = 2.0) -> dict:
+    table = {p.letter: p.multiplicity for p in schema.wyckoff_positions(sg)}
+    counts: dict[str, int] = {}
+    for element, letter in assignment:
+        counts[element] = counts.get(element, 0) + table[letter]
+    data = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "composition": counts,
+        "space_group": {"number": sg, "symbol": schema.space_group_symbol(sg)},
+        "wyckoff": [{"element": e, "letter": letter, "multiplicity": table[letter]} for e, letter in assignment],
+        "properties": [] if band_gap is None else [{"name": "band_gap", "value": band_gap, "unit": "eV"}],
+        "provenance": {"source": "user"},
+    }
+    return data
+
+
+ROCK_SALT = record(225, [("Na", "a"), ("Cl", "b")], band_gap=5.0)  # Fm-3m, no free parameter
+RUTILE = record(136, [("Ti", "a"), ("O", "f")], band_gap=3.0)  # P4_2/mnm, O at (x, x, 0)
+
+
+def run_sample(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "unimdm_jax.sample", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600, check=False)
+
+
+def test_crystal_from_record_matches_pyxtal_orbits():
+    from pyxtal.symmetry import Group
+
+    crystal = crystal_from_record(schema.validate_record(RUTILE))
+    assert crystal.num_atoms == 6 and sorted(crystal.atomic_numbers.tolist()) == [8, 8, 8, 8, 22, 22]
+    # every atom's operation maps its anchor to its own position, and the operations of the
+    # O orbit are pyxtal's operations of 4f
+    wp = Group(136).get_wyckoff_position("4f")
+    o_ops = crystal.wyckoff_ops[crystal.atomic_numbers == 8]
+    assert np.allclose(o_ops, np.stack([op.affine_matrix for op in wp.ops]), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gen")
+    symmetry = folder / "records.jsonl"
+    symmetry.write_text(json.dumps(ROCK_SALT) + "\n" + json.dumps(RUTILE) + "\n")
+    out = folder / "out"
+    result = run_sample("--symmetry", str(symmetry), "-n", "4", "--out", str(out), "--seed", "1", "--no-dedup")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_sample_writes_cifs_and_summaries(generated):
+    from pymatgen.core import Structure
+
+    summary = json.loads((generated / "summary.json").read_text())
+    rows = list(csv.DictReader(open(generated / "summary.csv")))
+    cifs = sorted(generated.glob("*.cif"))
+    assert summary["num_sampled"] == 4 and len(rows) == len(cifs) == len(summary["structures"]) == 4
+    assert [len(schema.load_records(generated / "symmetry.jsonl"))] == [2]
+    for row in rows:
+        structure = Structure.from_file(str(generated / row["file"]))
+        assert structure.composition.reduced_formula == row["formula"]
+        assert float(row["target_band_gap"]) in (5.0, 3.0)
+
+
+def test_generated_structures_have_the_requested_space_group(generated):
+    """pymatgen's symmetry analysis (independent of the sampler) finds the record's group."""
+    from pymatgen.core import Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    rows = json.loads((generated / "summary.json").read_text())["structures"]
+    for row in rows:
+        structure = Structure.from_file(str(generated / row["file"]))
+        assert SpacegroupAnalyzer(structure, symprec=0.01).get_space_group_number() == row["space_group"]
+        assert structure.composition.reduced_formula in ("NaCl", "TiO2")
+        assert 3.0 < structure.volume / len(structure) < 60.0  # a physical density, not a collapsed cell
+
+
+def test_merge_duplicates_uses_structure_matching():
+    from pymatgen.core import Lattice, Structure
+
+    salt = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    strained = Structure(Lattice.cubic(5.7), ["Na", "Cl"], [[0.01, 0, 0], [0.5, 0.5, 0.5]])
+    caesium_chloride = Structure(Lattice.cubic(4.1), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    kept = merge_duplicates([salt, strained, caesium_chloride])
+    assert kept == [(0, 2), (2, 1)]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--formula", "Xx2O", "--band-gap", "1.0"], "unknown element 'Xx'"),
+        (["--formula", "NaCl", "--band-gap", "50"], "outside the range"),
+        (["--formula", "NaCl", "--formation-energy", "-1.0"], "conditioned on band_gap"),
+        (["--formula", "NaCl", "--band-gap", "1", "-n", "0"], "n must be"),
+    ],
+)
+def test_sample_bad_input_one_line_and_nothing_written(tmp_path, args, fragment):
+    out = tmp_path / "out"
+    result = run_sample(*args, "--out", str(out))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert lines[0].startswith("error: ") and not out.exists()
+    assert [p for p in tmp_path.iterdir()] == []  # no staging folder left behind
+
+
+def test_sample_rejects_invalid_symmetry_file_and_non_empty_output(tmp_path):
+    bad = dict(RUTILE, wyckoff=[{"element": "Ti", "letter": "z", "multiplicity": 2}])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    result = run_sample("--symmetry", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and "invalid symmetry record" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+    path.write_text("{not json")
+    result = run_sample("--symmetry", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(ROCK_SALT))
+    result = run_sample("--symmetry", str(good), "--out", str(busy))
+    assert result.returncode == 1 and "--overwrite" in result.stderr
+    assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
+
+
+def test_corrupt_or_missing_checkpoint_is_one_line(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(ROCK_SALT))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    (broken / "config.json").write_text((REPO / "unimdm_jax/checkpoints/dit_mp20_cpu/config.json").read_text())
+    for folder in (broken, tmp_path / "missing"):
+        result = run_sample("--symmetry", str(good), "--dit-checkpoint", str(folder), "--out", str(tmp_path / "o"))
+        assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_api_errors_are_generation_errors():
+    with pytest.raises(GenerationError, match="either a formula"):
+        generate("NaCl", band_gap=1.0, symmetry=ROCK_SALT)
+    with pytest.raises(GenerationError, match="holds no record|invalid"):
+        read_symmetry([])
+    with pytest.raises(GenerationError, match="finite"):
+        generate(symmetry=ROCK_SALT, band_gap=float("nan"))
+
+
+@pytest.mark.skipif(not (REPO / "llm_torch/checkpoints/small_glm4_bg/model_card.json").exists(),
+                    reason="no embedded symmetry predictor")
+def test_sample_from_formula_uses_the_language_model(tmp_path):
+    """The README's main command, smaller: formula + band gap -> LM hypotheses -> structures."""
+    from pymatgen.core import Structure
+
+    out = tmp_path / "out"
+    result = run_sample("--formula", "NaCl", "--band-gap", "5.0", "-n", "2", "--top-k", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    hypotheses = schema.load_records(out / "symmetry.jsonl")
+    assert summary["settings"]["symmetry_source"] == "language model" and 1 <= len(hypotheses) <= 2
+    assert all(h.composition.reduced_formula == "NaCl" for h in hypotheses)
+    for row in summary["structures"]:
+        structure = Structure.from_file(str(out / row["file"]))
+        assert structure.composition.reduced_formula == "NaCl"
+        assert row["space_group"] in [h.space_group.number for h in hypotheses]

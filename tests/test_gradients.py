@@ -1,0 +1,320 @@
+"""Gradient-based property studies (issue 5): property sensitivity, embedding gradients, the
+property-attention ablation and classifier guidance, checked against finite differences,
+closed forms and the unguided sampler."""
+
+from __future__ import annotations
+
+import hashlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unimdm_jax import gradients, lattice, wyckoff
+from unimdm_jax.data.batching import Budget, graphs_from_dataset
+from unimdm_jax.model import CrystalDiT, ModelConfig
+from unimdm_jax.model.crystal_dit import node_graph_index
+from unimdm_jax.objective import DiffusionConfig, make_schedules
+from unimdm_jax.sampler import sample
+
+TINY = ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4)
+DIFFUSION = DiffusionConfig(timesteps=50)
+NUM_CRYSTALS = 8
+BUDGET = Budget(nodes=192, edges=4096, graphs=NUM_CRYSTALS + 1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _leave_sampler_cache_as_found():
+    """tests/test_sampler.py counts the sampler's compilations: do not leave ours behind."""
+    yield
+    sample.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def crystals(fixture_csv):
+    """The first 8 crystals of the MP-20 fixture, symmetrized (a few seconds, not the 200)."""
+    from unimdm_jax.data.io import read_rows
+    from unimdm_jax.data.preprocess import symmetrize_rows
+
+    dataset, _ = symmetrize_rows(read_rows([fixture_csv])[:NUM_CRYSTALS], workers=1, progress=False)
+    assert len(dataset) == NUM_CRYSTALS
+    return dataset
+
+
+def _random_weights(rng):
+    """Random weights for one variable, by name (numpy: ``model.init`` compiles for ~20 s on
+    2 cores). Layer-norm scales 1 and biases 0; every other array N(0, 1 / fan_in), so the
+    coordinate head (zero at init) is random too and all outputs depend on the inputs."""
+
+    def draw(path, leaf):
+        name = str(path[-1].key)
+        if name == "scale":
+            return jnp.ones(leaf.shape, leaf.dtype)
+        if name == "bias":
+            return jnp.zeros(leaf.shape, leaf.dtype)
+        return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(leaf.shape[0]), leaf.dtype)
+
+    return draw
+
+
+@pytest.fixture(scope="module")
+def tiny(crystals):
+    """A tiny Crystal DiT with random weights and the denoiser's inputs for 8 fixture
+    crystals at step t = 20 of 50."""
+    dataset = crystals
+    graphs = jax.tree_util.tree_map(jnp.asarray, graphs_from_dataset(dataset, np.arange(NUM_CRYSTALS), BUDGET))
+    model = CrystalDiT(TINY)
+    num_graphs = BUDGET.graphs
+    k = lattice.lattice_to_k(lattice.lattice_params_to_matrix(graphs.globals["lattice_parameters"]))
+    t = jnp.full((num_graphs,), 20)
+    properties = jnp.linspace(0.5, 4.5, num_graphs)[:, None]
+    use_condition = jnp.ones((num_graphs, 1), bool)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), graphs, graphs.nodes["frac_coords"], k, t, properties,
+                            use_condition)
+    params = jax.tree_util.tree_map_with_path(_random_weights(np.random.default_rng(0)), shapes)
+    inputs = (graphs, graphs.nodes["frac_coords"], k, t, properties, use_condition)
+    return model, params, inputs
+
+
+@pytest.fixture(scope="module")
+def apply(tiny):
+    """The tiny model's apply, jitted once (eager Flax compiles every op for these shapes)."""
+    model, _, _ = tiny
+    return jax.jit(model.apply, static_argnames=("property_attention",))
+
+
+def _real(graphs):
+    return np.asarray(graphs.nodes["mask"]), np.asarray(graphs.globals["mask"])
+
+
+def test_init_adds_no_variables_and_the_zero_perturbation_is_the_plain_network(tiny, apply):
+    model, params, inputs = tiny
+    graphs, x, k, t, properties, use_condition = inputs
+    assert set(params) == {"params"}  # the gradient hook is not a variable of init (or of training)
+    plain = apply(params, *inputs)
+    zeros = jnp.zeros((k.shape[0], 1, TINY.hidden))
+    hooked = apply({**params, "perturbations": {"property_tokens": zeros}}, *inputs)
+    explicit = apply(params, *inputs, property_attention=True)
+    for a, b, c in zip(plain, hooked, explicit):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+
+
+# outputs of the packaged checkpoint before the ablation/gradient hooks were added
+# (4 fixture crystals, clean inputs, t = 500), valid for this exact safetensors file
+PACKAGED_SHA256 = "a434a407a99dfc41dfbfdd2a9155ffefb3fe34662d42058235dcbc7e691443eb"
+PACKAGED_SCORES_HEAD = [[-0.643516302, 0.11032173, -0.013104883], [-0.554373801, 0.055985142, 0.304745823],
+                        [-0.278553516, 0.592024386, 0.145582363]]
+PACKAGED_EPS_ROW0 = [-0.079324409, 0.074849516, 0.05723105, -0.398070097, 0.091789573, 1.610387802]
+
+
+def test_packaged_checkpoint_gives_its_previous_outputs_by_default(crystals):
+    from unimdm_jax.checkpoint import PACKAGED, load_model
+    from unimdm_jax.train import property_columns
+
+    folder = PACKAGED / "dit_mp20_cpu"
+    if hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() != PACKAGED_SHA256:
+        pytest.skip("the packaged checkpoint was re-exported: the recorded outputs belong to the old one")
+    dataset = crystals
+    model, params, config, _ = load_model(folder)
+    graphs = jax.tree_util.tree_map(jnp.asarray, graphs_from_dataset(dataset, np.arange(4)))
+    num_graphs = graphs.globals["spacegroup"].shape[0]
+    columns = list(property_columns(config.model, dataset.property_names))
+    k = lattice.lattice_to_k(lattice.lattice_params_to_matrix(graphs.globals["lattice_parameters"]))
+    properties, use = graphs.globals["properties"][:, columns], graphs.globals["property_mask"][:, columns]
+    scores, eps = jax.jit(model.apply)(params, graphs, graphs.nodes["frac_coords"], k, jnp.full((num_graphs,), 500),
+                                       properties, use)
+    np.testing.assert_allclose(np.asarray(scores[:3]), PACKAGED_SCORES_HEAD, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(eps[0]), PACKAGED_EPS_ROW0, rtol=1e-5, atol=1e-6)
+
+
+def test_property_sensitivity_matches_a_central_difference(tiny, apply):
+    model, params, inputs = tiny
+    graphs, x, k, t, properties, use_condition = inputs
+    node_mask, graph_mask = _real(graphs)
+    sensitivity = gradients.property_sensitivity(model, params, *inputs)
+    assert sensitivity.coord_score.shape == (x.shape[0], 3, 1) and sensitivity.lattice_noise.shape == (k.shape[0], 6, 1)
+
+    step = 1e-2  # eV; the radial basis varies on its width (10 / 63 eV)
+    plus = apply(params, graphs, x, k, t, properties + step, use_condition)
+    minus = apply(params, graphs, x, k, t, properties - step, use_condition)
+    for derivative, hi, lo in zip((sensitivity.coord_score, sensitivity.lattice_noise), plus, minus):
+        central = (np.asarray(hi) - np.asarray(lo)) / (2 * step)
+        derivative = np.asarray(derivative[..., 0])
+        assert np.abs(derivative).max() > 1e-3  # the property does steer this network
+        np.testing.assert_allclose(derivative, central, rtol=1e-2, atol=1e-2 * np.abs(central).max())
+
+    # the summaries are the per-crystal RMS over real atoms and the Euclidean norm
+    node_graph = np.asarray(node_graph_index(graphs.n_node, x.shape[0]))
+    d_scores = np.asarray(sensitivity.coord_score[..., 0])
+    for g in np.nonzero(graph_mask)[0]:
+        atoms = (node_graph == g) & node_mask
+        np.testing.assert_allclose(sensitivity.coord_norm[g, 0], np.sqrt(np.mean(np.sum(d_scores[atoms] ** 2, 1))),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(sensitivity.lattice_norm[g, 0], np.linalg.norm(sensitivity.lattice_noise[g, :, 0]),
+                                   rtol=1e-5)
+
+
+def test_ablation_and_dropped_condition_remove_the_property_exactly(tiny, apply):
+    model, params, inputs = tiny
+    graphs, x, k, t, properties, use_condition = inputs
+    ablated = gradients.property_sensitivity(model, params, *inputs, property_attention=False)
+    dropped = gradients.property_sensitivity(model, params, graphs, x, k, t, properties, jnp.zeros_like(use_condition))
+    for sensitivity in (ablated, dropped):
+        assert not np.any(np.asarray(sensitivity.coord_score)) and not np.any(np.asarray(sensitivity.lattice_noise))
+
+    # without the path the outputs ignore the value and whether the condition is dropped
+    result = gradients.attention_ablation(model, params, *inputs)
+    other = gradients.attention_ablation(model, params, graphs, x, k, t, properties + 3.0, ~use_condition)
+    np.testing.assert_array_equal(np.asarray(result.ablated_coord_score), np.asarray(other.ablated_coord_score))
+    np.testing.assert_array_equal(np.asarray(result.ablated_lattice_noise), np.asarray(other.ablated_lattice_noise))
+    # ... while with it they depend on the property, and the differences say by how much
+    _, graph_mask = _real(graphs)
+    assert np.all(np.asarray(result.coord_difference)[graph_mask] > 0)
+    np.testing.assert_allclose(result.lattice_difference,
+                               np.linalg.norm(np.asarray(result.lattice_noise - result.ablated_lattice_noise), axis=1),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(result.coord_score), np.asarray(apply(params, *inputs)[0]),
+                               rtol=1e-5, atol=1e-5)  # another compilation: float rounding only
+
+
+def test_embedding_gradient_matches_a_directional_difference(tiny, apply):
+    model, params, inputs = tiny
+    graphs, x, k, t, properties, use_condition = inputs
+    result = gradients.embedding_gradient(model, params, *inputs)
+    assert result.gradient.shape == (k.shape[0], 1, TINY.hidden)
+
+    def energies(perturbation):  # per-crystal sum of squared coordinate scores
+        scores, _ = apply({**params, "perturbations": {"property_tokens": perturbation}}, *inputs)
+        node_graph = node_graph_index(graphs.n_node, scores.shape[0])
+        return np.asarray(jax.ops.segment_sum(jnp.sum(scores**2, 1), node_graph, num_segments=k.shape[0]))
+
+    direction = jax.random.normal(jax.random.PRNGKey(2), result.gradient.shape)
+    step = 1e-2
+    central = (energies(step * direction) - energies(-step * direction)) / (2 * step)
+    predicted = np.sum(np.asarray(result.gradient * direction), axis=(1, 2))  # crystal g only sees its own tokens
+    np.testing.assert_allclose(result.summary, energies(jnp.zeros_like(direction)), rtol=1e-6)
+    np.testing.assert_allclose(predicted, central, rtol=2e-2, atol=2e-2 * np.abs(central).max())
+    assert np.abs(central).max() > 0
+
+    ablated = gradients.embedding_gradient(model, params, *inputs, property_attention=False)
+    assert not np.any(np.asarray(ablated.gradient))
+
+
+# --------------------------------------------------------------------------------------
+# Classifier guidance with stand-in oracles of known gradient
+# --------------------------------------------------------------------------------------
+def _crystal_mean(values, graphs, num_graphs):
+    mask = graphs.nodes["mask"].astype(values.dtype)
+    node_graph = node_graph_index(graphs.n_node, values.shape[0])
+    total = jax.ops.segment_sum(values * mask, node_graph, num_segments=num_graphs)
+    return total / jnp.maximum(jax.ops.segment_sum(mask, node_graph, num_segments=num_graphs), 1.0)
+
+
+def quadratic_oracle(params, graphs, frac_coords, k):
+    """Column 0: mean_i |x_i - c|^2 + |k - m|^2; column 1: a constant (never guided)."""
+    num_graphs = k.shape[0]
+    coords = _crystal_mean(jnp.sum((frac_coords - params["c"]) ** 2, axis=1), graphs, num_graphs)
+    value = coords + jnp.sum((k - params["m"]) ** 2, axis=1)
+    return jnp.stack([jnp.zeros_like(value), value], axis=1)
+
+
+def test_oracle_guidance_is_the_gradient_of_the_gaussian_log_likelihood(tiny):
+    _, _, inputs = tiny
+    graphs, x, k, *_ = inputs
+    node_mask, graph_mask = _real(graphs)
+    oracle_params = {"c": jnp.asarray([0.3, 0.5, 0.7]), "m": jnp.linspace(-0.5, 0.5, 6)}
+    targets = np.linspace(0.0, 2.0, k.shape[0]).astype(np.float32)
+    targets[1] = np.nan  # this crystal is left unguided
+    sigma = 0.4
+    guide = gradients.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma)
+    grad_x, grad_k = jax.jit(guide)(graphs, x, k)
+
+    # closed form: d/dz [-(o - y)^2 / (2 sigma^2)] = -(o - y) / sigma^2 * do/dz
+    x, k = np.asarray(x, np.float64), np.asarray(k, np.float64)
+    node_graph = np.asarray(node_graph_index(graphs.n_node, x.shape[0]))
+    counts = np.bincount(node_graph[node_mask], minlength=k.shape[0])
+    c, m = np.asarray(oracle_params["c"], np.float64), np.asarray(oracle_params["m"], np.float64)
+    value = np.bincount(node_graph[node_mask], np.sum((x[node_mask] - c) ** 2, 1), k.shape[0]) / np.maximum(counts, 1)
+    value += np.sum((k - m) ** 2, 1)
+    weight = np.where(graph_mask & np.isfinite(targets), -(value - np.nan_to_num(targets)) / sigma**2, 0.0)
+    expected_x = weight[node_graph, None] * 2 * (x - c) / np.maximum(counts, 1)[node_graph, None] * node_mask[:, None]
+    expected_k = weight[:, None] * 2 * (k - m)
+    np.testing.assert_allclose(np.asarray(grad_x), expected_x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad_k), expected_k, rtol=1e-4, atol=1e-5)
+    assert not np.any(np.asarray(grad_k)[1]) and np.any(np.asarray(grad_k)[0])
+
+
+def test_anchor_space_gradient_is_the_chain_rule_through_the_wyckoff_operations(tiny):
+    _, _, inputs = tiny
+    graphs, x, *_ = inputs
+    ops, anchor, node_mask = graphs.nodes["wyckoff_ops"], graphs.nodes["anchor"], graphs.nodes["mask"]
+    atom_gradients = jax.random.normal(jax.random.PRNGKey(3), x.shape) * node_mask[:, None]
+    moved = np.asarray(gradients.anchor_space_gradient(ops, anchor, atom_gradients))
+
+    # the derivative of <g, x(x_a)> along each anchor's free directions, by jax.grad through apply_ops
+    free = wyckoff.project_to_anchor_space(ops, jnp.arange(x.shape[0]), jax.grad(
+        lambda anchors: jnp.sum(atom_gradients * wyckoff.apply_ops(ops, anchor, anchors)))(x))
+    np.testing.assert_allclose(moved, np.asarray(wyckoff.push_forward(ops, anchor, free)), rtol=1e-5, atol=1e-5)
+    # and the result moves every orbit rigidly: atom i by R_i times its anchor's step
+    np.testing.assert_allclose(moved, np.asarray(wyckoff.push_forward(ops, anchor, jnp.asarray(moved))),
+                               rtol=1e-5, atol=1e-5)
+
+
+def standin_property(params, graphs, frac_coords, k):
+    """a * mean_i sum_d sin^2(2 pi x_id) + b * k_6 (k_6: log volume / sqrt 3, free in every
+    crystal family); periodic in x like the real oracle."""
+    coords = _crystal_mean(jnp.sum(jnp.sin(2 * jnp.pi * frac_coords) ** 2, axis=1), graphs, k.shape[0])
+    return (params["a"] * coords + params["b"] * k[:, 5])[:, None]
+
+
+def test_classifier_guidance_steers_sampling_and_keeps_the_symmetry(tiny, crystals):
+    model, params, inputs = tiny
+    graphs, *_ = inputs
+    dataset = crystals
+    node_mask, graph_mask = _real(graphs)
+    schedules = make_schedules(DIFFUSION)
+    condition = jnp.full((BUDGET.graphs, 1), 1.5)
+    use = jnp.ones((BUDGET.graphs, 1), bool)
+
+    def run(classifier=None, scale=0.0):
+        return sample(params, model, graphs, jax.random.PRNGKey(7), schedules, DIFFUSION, condition, use,
+                      classifier=classifier, classifier_scale=scale)
+
+    def guide(a, b, target):
+        return gradients.oracle_guidance(standin_property, {"a": jnp.float32(a), "b": jnp.float32(b)},
+                                         jnp.full((BUDGET.graphs,), target), 0, 1.0)
+
+    def coords_part(x, k):
+        return np.asarray(standin_property({"a": 1.0, "b": 0.0}, graphs, x, k)[:, 0])[graph_mask]
+
+    x0, k0 = run()
+    # scale 0: the same chain as without a classifier (up to float rounding of another compile)
+    x_zero, k_zero = run(guide(1.0, 1.0, 2.0), 0.0)
+    np.testing.assert_allclose(np.asarray(x_zero), np.asarray(x0), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(k_zero), np.asarray(k0), atol=1e-4)
+
+    # lattice: guide k_6 to 2
+    x_lat, k_lat = run(guide(0.0, 1.0, 2.0), 10.0)
+    unguided_error = np.abs(np.asarray(k0[:, 5]) - 2.0)[graph_mask].mean()
+    guided_error = np.abs(np.asarray(k_lat[:, 5]) - 2.0)[graph_mask].mean()
+    assert guided_error < 0.25 * unguided_error and guided_error < 1.0
+
+    # coordinates: guide the periodic function to its minimum 0 and to its maximum 3
+    samples = {target: run(guide(1.0, 0.0, target), 100.0) for target in (0.0, 3.0)}
+    low, high = coords_part(*samples[0.0]), coords_part(*samples[3.0])
+    unguided = coords_part(x0, k0)
+    assert np.abs(low - 0.0).mean() < np.abs(unguided - 0.0).mean()
+    assert np.abs(high - 3.0).mean() < np.abs(unguided - 3.0).mean()
+    assert np.all(high >= low - 1e-5) and np.sum(high - low) > 1.0
+
+    # every guided state is still on its Wyckoff orbits and in its crystal family
+    ops, anchor = graphs.nodes["wyckoff_ops"], graphs.nodes["anchor"]
+    for x, k in [(x_lat, k_lat), *samples.values()]:
+        x, k = np.asarray(x), np.asarray(k)
+        rebuilt = np.asarray(wyckoff.apply_ops(ops, anchor, jnp.asarray(x)))
+        assert np.abs((rebuilt - x + 0.5) % 1.0 - 0.5)[node_mask].max() < 1e-5
+        for row in range(NUM_CRYSTALS):
+            mask, bias = lattice.family_mask_and_bias(int(dataset.spacegroup[row]))
+            np.testing.assert_allclose(k[row][mask == 0], bias[mask == 0], atol=1e-6)

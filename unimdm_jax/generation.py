@@ -1,0 +1,527 @@
+"""End-to-end generation: composition + target property -> symmetry hypotheses -> crystals.
+
+The Python API behind ``python -m unimdm_jax.sample`` (see ``unimdm_jax/sample.py``)::
+
+    from unimdm_jax.generation import generate
+    result = generate("LiFePO4", band_gap=3.0, n=8)            # stage 1 (LM) + stage 2 (Crystal DiT)
+    result = generate(symmetry="record.json", n=4)             # skip the LM: sample under given records
+    for crystal in result.crystals:
+        crystal.structure, crystal.record, crystal.predicted    # pymatgen Structure, schema record, oracle
+
+Steps: (1) the symmetry predictor (``llm_torch``) proposes its top-k JSON symmetry schema
+records, or the user gives them; (2) the Crystal DiT samples ``n`` structures spread over those
+records (rank 1 first, round robin), each under its space group and Wyckoff positions and
+conditioned on the target; (3) duplicates are merged with StructureMatcher (stol=0.5,
+angle_tol=10, ltol=0.3, as in ``unimdm_jax.metrics``); (4) the property oracle, when one is
+packaged, predicts each structure's properties so the distance to the target can be read off.
+
+Every user error raises :class:`GenerationError` with a one-line message before anything is
+written. Targets outside the range a model was trained on are refused unless
+``allow_extrapolation=True`` (then a warning is recorded in the result).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+PROPERTY_ALIASES = {
+    "band_gap": "band_gap",
+    "bg": "band_gap",
+    "formation_energy": "formation_energy_per_atom",
+    "formation_energy_per_atom": "formation_energy_per_atom",
+}
+PROPERTY_UNITS = {"band_gap": "eV", "formation_energy_per_atom": "eV/atom"}
+DEFAULT_DIT = "dit_mp20_cpu"
+DEFAULT_ORACLE = "oracle_mp20_cpu"
+MAX_STRUCTURES = 10_000
+
+
+class GenerationError(ValueError):
+    """Bad input or a missing/corrupt model: the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split("\n")).strip())
+
+
+@dataclasses.dataclass
+class GeneratedCrystal:
+    """One generated structure (after merging duplicates) and where it came from."""
+
+    structure: Any  # pymatgen Structure (conventional cell of the record's space group)
+    record: Any  # unimdm_jax.schema.SymmetryRecord it was sampled under
+    hypothesis: int  # index into GenerationResult.records (0 = best ranked)
+    targets: dict[str, float]  # the condition (empty: unconditional)
+    predicted: dict[str, float] = dataclasses.field(default_factory=dict)  # oracle predictions
+    sane: bool = True  # finite lattice, volume per atom > 0.1 A^3
+    copies: int = 1  # generated structures merged into this one
+
+    @property
+    def distance_to_target(self) -> dict[str, float]:
+        return {k: abs(self.predicted[k] - v) for k, v in self.targets.items() if k in self.predicted}
+
+    def summary(self) -> dict[str, Any]:
+        lattice = self.structure.lattice
+        row = {
+            "formula": self.structure.composition.reduced_formula,
+            "cell_formula": self.structure.composition.formula.replace(" ", ""),
+            "space_group": self.record.space_group.number,
+            "space_group_symbol": self.record.space_group.symbol,
+            "wyckoff": " ".join(f"{w.element}:{w.multiplicity}{w.letter}" for w in self.record.wyckoff),
+            "a": lattice.a, "b": lattice.b, "c": lattice.c,
+            "alpha": lattice.alpha, "beta": lattice.beta, "gamma": lattice.gamma,
+            "volume": lattice.volume,
+            "num_atoms": len(self.structure),
+            "hypothesis_rank": self.hypothesis + 1,
+            "hypothesis_score": self.record.provenance.score,
+            "hypothesis_source": self.record.provenance.source,
+            "copies": self.copies,
+            "sane": self.sane,
+        }
+        for name, value in self.targets.items():
+            row[f"target_{name}"] = value
+        for name, value in self.predicted.items():
+            row[f"predicted_{name}"] = value
+        for name, value in self.distance_to_target.items():
+            row[f"abs_error_{name}"] = value
+        return row
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    crystals: list[GeneratedCrystal]
+    records: list[Any]  # the symmetry hypotheses, best first
+    num_sampled: int
+    settings: dict[str, Any]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def structures(self):
+        return [c.structure for c in self.crystals]
+
+    def write(self, out_dir: str | Path, overwrite: bool = False) -> Path:
+        """One CIF per structure + ``summary.json``, ``summary.csv``, ``symmetry.jsonl``.
+
+        Written into a temporary sibling folder and renamed at the end, so a failure never
+        leaves a half-written ``out_dir``."""
+        out_dir = Path(out_dir)
+        check_output_dir(out_dir, overwrite)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            rows = []
+            for number, crystal in enumerate(self.crystals, start=1):
+                row = crystal.summary()
+                name = f"{number:03d}_{row['formula']}_sg{row['space_group']}.cif"
+                crystal.structure.to(filename=str(staging / name))
+                rows.append({"file": name, **row})
+            summary = {"settings": self.settings, "num_sampled": self.num_sampled, "num_unique": len(rows),
+                       "warnings": self.warnings, "structures": rows}
+            (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+            _write_csv(staging / "summary.csv", rows)
+            (staging / "symmetry.jsonl").write_text("".join(r.to_json() + "\n" for r in self.records))
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.replace(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return out_dir
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GenerationError(f"output {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise GenerationError(f"output folder {out_dir} exists and is not empty (pass --overwrite to replace it)")
+
+
+# ============================================================================ inputs
+
+
+def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[str, float]:
+    """{canonical property name: finite float} of the given targets."""
+    targets = {}
+    for name, value in {"band_gap": band_gap, "formation_energy_per_atom": formation_energy, **others}.items():
+        if value is None:
+            continue
+        canonical = PROPERTY_ALIASES.get(name)
+        if canonical is None:
+            raise GenerationError(f"unknown property {name!r} (known: band_gap, formation_energy)")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise GenerationError(f"{canonical} must be a number, got {value!r}") from None
+        if not math.isfinite(value):
+            raise GenerationError(f"{canonical} must be finite, got {value!r}")
+        targets[canonical] = value
+    return targets
+
+
+def validate_formula(formula, composition_mode: str = "auto"):
+    """The parsed composition (``llm_torch.constraints.CompositionSpec``, pure Python) or a
+    one-line error: unknown element, malformed or absurd formula."""
+    from llm_torch.constraints import CompositionError, parse_composition
+
+    if not isinstance(formula, str):
+        raise GenerationError(f"formula must be a string, got {type(formula).__name__}")
+    try:
+        return parse_composition(formula, composition_mode)
+    except CompositionError as error:
+        raise GenerationError(f"formula: {error}") from None
+
+
+def read_symmetry(path_or_records) -> list:
+    """Validated schema records from a file (JSON, JSON list or JSONL) or record objects/dicts."""
+    from unimdm_jax import schema
+
+    try:
+        if isinstance(path_or_records, (str, os.PathLike)):
+            path = Path(path_or_records)
+            if not path.is_file():
+                raise GenerationError(f"symmetry file {path}: no such file")
+            records = schema.load_records(path)
+        else:
+            items = path_or_records if isinstance(path_or_records, (list, tuple)) else [path_or_records]
+            records = [schema.validate_record(r) for r in items]
+    except schema.SchemaError as error:
+        raise GenerationError(f"invalid symmetry record: {error}") from None
+    except OSError as error:
+        raise GenerationError(f"cannot read symmetry file: {error}") from None
+    if not records:
+        raise GenerationError("the symmetry file holds no record")
+    return records
+
+
+def check_in_range(targets: dict[str, float], ranges: dict[str, tuple[float, float]], what: str,
+                   allow_extrapolation: bool, notes: list[str]) -> None:
+    for name, value in targets.items():
+        if name not in ranges:
+            continue
+        lo, hi = ranges[name]
+        if lo <= value <= hi:
+            continue
+        message = (f"target {name} = {value:g} {PROPERTY_UNITS.get(name, '')} is outside the range "
+                   f"{lo:g}..{hi:g} that {what} was trained on")
+        if not allow_extrapolation:
+            raise GenerationError(message + " (pass --allow-extrapolation to sample anyway)")
+        notes.append(message)
+
+
+# ============================================================================ models
+
+
+@dataclasses.dataclass
+class CrystalDiTModel:
+    model: Any
+    params: Any
+    config: Any
+    card: dict
+    name: str
+
+    @property
+    def properties(self) -> tuple[str, ...]:
+        return tuple(self.config.model.properties)
+
+    @property
+    def trained_ranges(self) -> dict[str, tuple[float, float]]:
+        """The property values seen in training (model card), else the embedding's range."""
+        seen = (self.card.get("data") or {}).get("property_ranges") or {}
+        declared = dict(zip(self.config.model.properties, self.config.model.property_ranges))
+        return {name: tuple(seen.get(name, declared[name])) for name in self.properties}
+
+
+def load_crystal_dit(path: str | Path | None = None) -> CrystalDiTModel:
+    """An exported Crystal DiT (default: the packaged ``dit_mp20_cpu``)."""
+    from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
+
+    path = Path(path) if path is not None else PACKAGED / DEFAULT_DIT
+    try:
+        model, params, config, card = load_model(path)
+    except CheckpointError as error:
+        raise GenerationError(str(error)) from None
+    if getattr(config, "task", "diffusion") != "diffusion":
+        raise GenerationError(f"{path} is not a Crystal DiT checkpoint")
+    return CrystalDiTModel(model, params, config, card, path.name)
+
+
+def load_oracle_or_none(path: str | Path | None = None):
+    """The packaged property oracle, or None when this installation has none."""
+    try:
+        from unimdm_jax.oracle import load_oracle
+    except ImportError:
+        return None
+    from unimdm_jax.checkpoint import PACKAGED, CheckpointError
+
+    path = Path(path) if path is not None else PACKAGED / DEFAULT_ORACLE
+    if not path.exists():
+        return None
+    try:
+        return load_oracle(path)
+    except CheckpointError as error:
+        raise GenerationError(str(error)) from None
+
+
+def predict_symmetry(formula: str, targets: dict[str, float], top_k: int = 3, *, model_dir=None,
+                     composition_mode: str = "auto", device: str = "cpu", seed: int = 0, threads: int | None = None):
+    """Stage 1: the top-k symmetry hypotheses (validated schema records) of the language model."""
+    try:
+        from llm_torch.predict import InputError, Predictor, make_input, resolve_model_dir
+    except ImportError as error:  # torch/transformers missing
+        raise GenerationError(f"the symmetry predictor needs the [llm] extra ({error}); or pass a symmetry record") from None
+    if len(targets) != 1:
+        raise GenerationError("the symmetry predictor takes exactly one target: band_gap or formation_energy")
+    (name, value), = targets.items()
+    try:
+        item = make_input(formula, {name: value}, mode=composition_mode, id=formula.strip(), where="formula")
+        folder = resolve_model_dir(name, model_dir, flag="--symmetry-model")
+    except InputError as error:
+        raise GenerationError(str(error)) from None
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        predictor = Predictor.from_dir(folder, _torch_device(device))
+    except (OSError, RuntimeError, ValueError) as error:
+        raise GenerationError(f"cannot load symmetry model {folder}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    if predictor.property_name and predictor.property_name != name:
+        raise GenerationError(f"symmetry model {folder.name} is conditioned on {predictor.property_name}, not {name}")
+    prediction = predictor.predict(item.spec, name, value, top_k=top_k, seed=seed)
+    records = prediction.records(predictor.model_name, item.id)
+    if not records:
+        raise GenerationError(f"{formula}: no space group admits a Wyckoff assignment of this composition")
+    return records, predictor
+
+
+def _torch_device(device: str) -> str:
+    return {"gpu": "cuda"}.get(device, device)
+
+
+# ============================================================================ stage 2
+
+
+def crystal_from_record(record, index: int = 0):
+    """A :class:`~unimdm_jax.data.symmetry.SymmetrizedCrystal` with the record's atoms and
+    Wyckoff operations. Coordinates and lattice are placeholders: the sampler draws both from
+    the prior, so only the composition, the operations and the space group matter."""
+    from unimdm_jax.data.symmetry import SymmetryError, WyckoffSite, build_crystal
+
+    sites = tuple(WyckoffSite(w.element, w.letter, w.multiplicity, (0.0, 0.0, 0.0), ()) for w in record.wyckoff)
+    try:
+        return build_crystal(f"hypothesis-{index}", record.space_group.number, (1, 1, 1, 90, 90, 90), sites)
+    except SymmetryError as error:
+        raise GenerationError(str(error)) from None
+
+
+def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequence[int], conditions: np.ndarray, *,
+                         seed: int = 0, guidance_scale: float = 0.0, step_lr: float = 1e-5, batch_size: int = 32,
+                         progress: bool = True, oracle=None, oracle_property: str | None = None,
+                         oracle_targets: Sequence[float] | None = None, oracle_scale: float = 0.0,
+                         oracle_sigma: float = 0.5):
+    """Stage 2: ``counts[i]`` structures under ``records[i]``, conditioned on ``conditions``
+    (one row per record, columns = the DiT's properties, NaN = unconditional).
+
+    Classifier guidance with the property oracle's gradient (``unimdm_jax.gradients``) when
+    ``oracle_scale > 0``: ``oracle_targets[i]`` is the wanted value of ``oracle_property`` under
+    record i, ``oracle_sigma`` the width of the Gaussian likelihood around it.
+
+    Returns ``[(structure, record_index), ...]`` in record order."""
+    from unimdm_jax.data.preprocess import CrystalDataset
+    from unimdm_jax.evaluate import sample_dataset
+
+    crystals, owner = [], []
+    templates = [crystal_from_record(r, i) for i, r in enumerate(records)]
+    for index, (template, count) in enumerate(zip(templates, counts)):
+        crystals += [template] * int(count)
+        owner += [index] * int(count)
+    if not crystals:
+        return []
+    dataset = CrystalDataset.from_crystals(crystals, [f"hypothesis:{i}" for i in owner])
+    values = np.asarray(conditions, np.float64)[owner]
+    guidance = {}
+    if oracle_scale > 0:
+        guidance = dict(oracle_apply=oracle.apply, oracle_params=oracle.params,
+                        oracle_targets=np.asarray(oracle_targets, np.float64)[owner],
+                        oracle_property_index=list(oracle.property_names).index(oracle_property),
+                        classifier_scale=oracle_scale, classifier_sigma=oracle_sigma)
+    structures, _ = sample_dataset(dit.model, dit.params, dit.config, dataset, batch_size=min(batch_size, len(crystals)),
+                                   seed=seed, guidance_scale=guidance_scale, step_lr=step_lr, property_values=values,
+                                   progress=progress, **guidance)
+    return list(zip(structures, owner))
+
+
+def merge_duplicates(structures: Sequence, processes: int | None = None) -> list[tuple[int, int]]:
+    """Indices of the distinct structures and how many copies each stands for (StructureMatcher
+    of ``unimdm_jax.metrics``; insane cells are never merged)."""
+    from unimdm_jax.metrics import is_sane, structure_matcher
+
+    sane = [i for i, s in enumerate(structures) if is_sane(s)]
+    groups: dict[int, int] = {}
+    if sane:
+        matcher = structure_matcher()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                grouped = matcher.group_structures([structures[i] for i in sane])
+            except Exception:  # noqa: BLE001 - spglib on odd cells: keep all
+                grouped = [[structures[i]] for i in sane]
+        by_id = {id(structures[i]): i for i in sane}
+        for group in grouped:
+            groups[by_id[id(group[0])]] = len(group)
+    for i, s in enumerate(structures):
+        if i not in sane:
+            groups[i] = 1
+    return sorted(groups.items())
+
+
+# ============================================================================ the API
+
+
+def generate(formula: str | None = None, *, band_gap: float | None = None, formation_energy: float | None = None,
+             n: int = 8, top_k: int = 3, symmetry=None, seed: int = 0, guidance_scale: float = 0.0,
+             step_lr: float = 1e-5, dit_checkpoint=None, symmetry_model=None, oracle_checkpoint=None,
+             composition_mode: str = "auto", device: str = "cpu", unconditional: bool = False,
+             allow_extrapolation: bool = False, deduplicate: bool = True, batch_size: int = 32,
+             oracle_guidance: float = 0.0, oracle_sigma: float = 0.5,
+             progress: bool = True, log=None) -> GenerationResult:
+    """Generate crystals for a composition and a target property (see the module docstring).
+
+    ``formula`` + one target: the language model proposes ``top_k`` symmetry records; or
+    ``symmetry`` (a file path, a record, or a list of records) skips it. ``n`` structures are
+    sampled in all, spread round robin over the records (best first). ``unconditional=True``
+    samples with the null condition (the model's unconditional mode, for comparisons);
+    ``guidance_scale`` w > 0 is classifier-free guidance: (1 + w) cond - w uncond.
+    ``oracle_guidance`` s > 0 adds classifier guidance: s times the gradient of the Gaussian
+    log-likelihood of the target under the property oracle (width ``oracle_sigma``) with
+    respect to the coordinates and the lattice, at every step.
+    """
+    say = log or (lambda message: None)
+    started = time.perf_counter()
+    notes: list[str] = []
+    if not isinstance(n, int) or not 1 <= n <= MAX_STRUCTURES:
+        raise GenerationError(f"n must be an integer between 1 and {MAX_STRUCTURES}, got {n!r}")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise GenerationError(f"top_k must be a positive integer, got {top_k!r}")
+    for name, value in (("guidance scale", guidance_scale), ("oracle guidance", oracle_guidance)):
+        if not math.isfinite(value) or value < 0:
+            raise GenerationError(f"{name} must be >= 0, got {value!r}")
+    if not math.isfinite(oracle_sigma) or oracle_sigma <= 0:
+        raise GenerationError(f"oracle sigma must be > 0, got {oracle_sigma!r}")
+    targets = canonical_targets(band_gap, formation_energy)
+    if symmetry is None and formula is None:
+        raise GenerationError("give a formula and a target property, or a symmetry record")
+    if symmetry is not None and formula is not None:
+        raise GenerationError("give either a formula (the language model proposes the symmetry) or a symmetry record, not both")
+
+    if formula is not None:
+        validate_formula(formula, composition_mode)
+
+    dit = load_crystal_dit(dit_checkpoint)
+    unsupported = [t for t in targets if t not in dit.properties]
+    if unsupported and not unconditional:
+        raise GenerationError(f"the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not "
+                              f"{unsupported[0]}; pass a checkpoint trained on it")
+    check_in_range(targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes)
+
+    if symmetry is not None:
+        records = read_symmetry(symmetry)
+        if not targets:  # the record's own target
+            targets = {p.name: p.value for p in records[0].properties if p.name in dit.properties}
+        _check_elements(records)
+        say(f"symmetry: {len(records)} record(s) given")
+    else:
+        if not targets:
+            raise GenerationError("give a target: band_gap or formation_energy")
+        records, _ = predict_symmetry(formula, targets, top_k, model_dir=symmetry_model,
+                                      composition_mode=composition_mode, device=device, seed=seed)
+        _check_elements(records)
+        say("symmetry: " + "; ".join(f"#{i + 1} {r.space_group} {' '.join(str(w) for w in r.wyckoff)}"
+                                     for i, r in enumerate(records)))
+
+    counts = [n // len(records) + (1 if i < n % len(records) else 0) for i in range(len(records))]
+    condition = np.full((len(records), len(dit.properties)), np.nan)
+    if not unconditional:
+        for column, name in enumerate(dit.properties):
+            if name in targets:
+                condition[:, column] = targets[name]
+    oracle = load_oracle_or_none(oracle_checkpoint)
+    guided = {}
+    if oracle_guidance > 0:
+        wanted = [name for name in targets if oracle is not None and name in oracle.property_names]
+        if not wanted:
+            raise GenerationError("oracle guidance needs a property oracle and a target it predicts")
+        guided = dict(oracle=oracle, oracle_property=wanted[0], oracle_targets=[targets[wanted[0]]] * len(records),
+                      oracle_scale=oracle_guidance, oracle_sigma=oracle_sigma)
+    sampled = sample_under_records(dit, records, counts, condition, seed=seed, guidance_scale=guidance_scale,
+                                   step_lr=step_lr, batch_size=batch_size, progress=progress, **guided)
+    from unimdm_jax.metrics import is_sane
+
+    kept = merge_duplicates([s for s, _ in sampled]) if deduplicate else [(i, 1) for i in range(len(sampled))]
+    crystals = [GeneratedCrystal(sampled[i][0], records[sampled[i][1]], sampled[i][1], dict(targets),
+                                 sane=is_sane(sampled[i][0]), copies=copies) for i, copies in kept]
+
+    if oracle is not None and crystals:
+        sane = [c for c in crystals if c.sane]
+        if sane:
+            predictions = np.asarray(oracle.predict_structures([c.structure for c in sane]))
+            for crystal, row in zip(sane, predictions):
+                crystal.predicted = {name: float(v) for name, v in zip(oracle.property_names, row)}
+    elif oracle is None:
+        notes.append("no property oracle packaged: predicted properties are not reported")
+
+    settings = {
+        "formula": formula, "targets": targets, "n": n, "top_k": top_k, "seed": seed,
+        "guidance_scale": guidance_scale, "oracle_guidance": oracle_guidance, "oracle_sigma": oracle_sigma,
+        "step_lr": step_lr, "unconditional": unconditional,
+        "crystal_dit": dit.name, "timesteps": dit.config.diffusion.timesteps,
+        "oracle": None if oracle is None else getattr(oracle, "name", DEFAULT_ORACLE),
+        "symmetry_source": "given" if symmetry is not None else "language model",
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return GenerationResult(crystals, records, len(sampled), settings, notes)
+
+
+def _check_elements(records) -> None:
+    from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
+    from unimdm_jax.schema import atomic_number
+
+    for record in records:
+        for element in record.composition.counts:
+            if atomic_number(element) >= NUM_ELEMENTS:
+                raise GenerationError(f"element {element} (Z={atomic_number(element)}) is beyond the Crystal DiT's "
+                                      f"element table (Z < {NUM_ELEMENTS})")
+
+
+def _stderr_log(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,262 @@
+"""The property oracle (issue 5): does a generated structure have the requested property?
+
+    python -m unimdm_jax.oracle evaluate [--checkpoint DIR] --split test [--limit N]
+        [--batch-size 64] [--out benchmarks/results/oracle_mp20.json]
+
+In Python::
+
+    oracle = load_oracle()                       # the packaged checkpoint
+    oracle.property_names                        # ("band_gap", "formation_energy_per_atom")
+    oracle.predict_structures(structures)        # (n, P) numpy, eV and eV/atom
+    jax.grad(lambda x, k: oracle.apply(oracle.params, graphs, x, k)[:, 0].sum(), (0, 1))
+
+``apply(params, graphs, frac_coords, k)`` is the network itself (``PropertyOracle``), a pure
+function of the fractional coordinates and the O(3)-invariant lattice k-vector
+(``unimdm_jax.lattice``), for classifier guidance during sampling.
+
+The oracle was trained on conventional standard cells (the preprocessing's symmetrized
+cells). Its features are fractional (not Cartesian distances), so the same crystal given as
+a primitive cell or a supercell is a different input; ``predict_structures`` therefore
+converts each structure to its conventional standard cell first (``standardize=True``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unimdm_jax.checkpoint import PACKAGED, CheckpointError
+
+DEFAULT_CHECKPOINT = PACKAGED / "oracle_mp20_cpu"
+STANDARDIZE_SYMPREC = 0.01  # the preprocessing's first tolerance (data.symmetry.DEFAULT_SYMPREC)
+
+
+def conventional_standard(structure, symprec: float = STANDARDIZE_SYMPREC):
+    """The conventional standard cell of a structure (the setting the oracle was trained on);
+    the structure itself where spglib fails (e.g. overlapping atoms)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        return SpacegroupAnalyzer(structure, symprec=symprec).get_conventional_standard_structure()
+    except Exception:  # noqa: BLE001 - spglib raises various errors on bad input
+        return structure
+
+
+def dataset_from_structures(structures):
+    """A ``CrystalDataset`` of pymatgen Structures as they are (no symmetrization): space
+    group 1, identity Wyckoff operations, every atom its own anchor, unknown properties.
+    ``batching.graphs_from_dataset`` turns it into the padded batches the models read."""
+    from unimdm_jax.data.preprocess import PROPERTY_NAMES, CrystalDataset
+
+    atomic_numbers, frac_coords, num_atoms = [], [], []
+    for index, structure in enumerate(structures):
+        if not structure.is_ordered:
+            raise ValueError(f"structure {index} is disordered (partial occupancies); the oracle needs one element per site")
+        atomic_numbers.append(np.asarray([site.specie.Z for site in structure], np.int32))
+        frac_coords.append(np.mod(np.asarray(structure.frac_coords, np.float64), 1.0))
+        num_atoms.append(len(structure))
+    num_atoms = np.asarray(num_atoms, np.int32)
+    total = int(num_atoms.sum())
+    within_crystal = np.concatenate([np.arange(n) for n in num_atoms]).astype(np.int32) if total else np.zeros(0, np.int32)
+    count = len(num_atoms)
+    return CrystalDataset(
+        material_id=np.asarray([str(i) for i in range(count)], dtype=str),
+        source=np.asarray([f"structures:{i}" for i in range(count)], dtype=str),
+        spacegroup=np.ones(count, np.int32),
+        lattice_parameters=np.asarray([s.lattice.parameters for s in structures], np.float64).reshape(-1, 6),
+        num_atoms=num_atoms,
+        symprec=np.full(count, np.nan),
+        property_names=PROPERTY_NAMES,
+        properties=np.full((count, len(PROPERTY_NAMES)), np.nan),
+        sites_json=np.asarray(["[]"] * count, dtype=str),
+        atomic_numbers=np.concatenate(atomic_numbers) if count else np.zeros(0, np.int32),
+        frac_coords=(np.concatenate(frac_coords) if count else np.zeros((0, 3))).astype(np.float32),
+        wyckoff_ops=np.broadcast_to(np.eye(4, dtype=np.float32), (total, 4, 4)).copy(),
+        anchor_index=within_crystal,
+        ops_rotation_pinv=np.broadcast_to(np.eye(3, dtype=np.float32), (total, 3, 3)).copy(),
+        site_index=within_crystal,
+    )
+
+
+def graphs_from_structures(structures, budget=None):
+    """One padded jraph batch (numpy, host side) of pymatgen Structures, in the format of
+    ``unimdm_jax.data.batching.graphs_from_dataset``."""
+    from unimdm_jax.data.batching import graphs_from_dataset
+
+    return graphs_from_dataset(dataset_from_structures(structures), np.arange(len(structures)), budget)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_predictor(model_config):
+    """jit(params, graphs -> predictions), shared by all oracles with this (frozen, hashable)
+    model config, so loading the same model twice does not compile twice."""
+    import jax
+
+    from unimdm_jax.model import PropertyOracle
+    from unimdm_jax.objective import clean_k
+
+    model = PropertyOracle(model_config)
+    return jax.jit(lambda params, graphs: model.apply(params, graphs, graphs.nodes["frac_coords"], clean_k(graphs)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Oracle:
+    """A loaded property oracle: the module, its parameters, its config and model card."""
+
+    model: Any  # PropertyOracle
+    params: Any
+    config: Any  # train.TrainConfig with task "property"
+    card: dict
+
+    @property
+    def property_names(self) -> tuple[str, ...]:
+        return tuple(self.config.model.properties)
+
+    def apply(self, params, graphs, frac_coords, k):
+        """(G, P) predictions in physical units; pure in (params, frac_coords, k)."""
+        return self.model.apply(params, graphs, frac_coords, k)
+
+    @property
+    def _predict_graphs(self):
+        return _jitted_predictor(self.model.config)
+
+    def predict_dataset(self, dataset, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """(len(dataset), P) predictions for the crystals of a ``CrystalDataset``. Every batch
+        has batch_size + 1 graphs and node/edge budgets from the batching ladder, so jit
+        compiles one program per rung that occurs (a handful), not one per batch."""
+        import jax
+        import jax.numpy as jnp
+        from tqdm.auto import tqdm
+
+        from unimdm_jax.data.batching import Budget, budget_for, graphs_from_dataset
+
+        predictions = np.zeros((len(dataset), len(self.property_names)), np.float32)
+        starts = range(0, len(dataset), batch_size)
+        for start in tqdm(starts, desc="oracle", unit="batch", disable=not progress, file=sys.stderr):
+            indices = np.arange(start, min(start + batch_size, len(dataset)))
+            ladder = budget_for([dataset.num_atoms[indices].astype(np.int64)], batch_size)
+            graphs = graphs_from_dataset(dataset, indices, Budget(ladder.nodes, ladder.edges, batch_size + 1))
+            values = self._predict_graphs(self.params, jax.tree_util.tree_map(jnp.asarray, graphs))
+            predictions[indices] = np.asarray(values)[: len(indices)]
+        return predictions
+
+    def predict_structures(self, structures, batch_size: int = 64, standardize: bool = True) -> np.ndarray:
+        """(n, P) predictions (columns: ``property_names``) for pymatgen Structures."""
+        structures = list(structures)
+        if standardize:
+            structures = [conventional_standard(s) for s in structures]
+        return self.predict_dataset(dataset_from_structures(structures), batch_size)
+
+
+def load_oracle(path: Path | str | None = None) -> Oracle:
+    """The oracle of an exported folder or a training work dir (default: the packaged
+    checkpoint). Raises ``CheckpointError`` when it is missing, corrupt or not an oracle."""
+    from unimdm_jax.checkpoint import load_model
+
+    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    model, params, config, card = load_model(path)
+    if config.task != "property":
+        raise CheckpointError(f"{path} is a {config.task!r} checkpoint, not a property oracle")
+    return Oracle(model, params, config, card)
+
+
+def mean_absolute_errors(predictions, targets, names) -> dict:
+    """MAE, RMSE and count per property over the rows whose target is known."""
+    result = {}
+    for column, name in enumerate(names):
+        known = np.isfinite(targets[:, column])
+        error = predictions[known, column] - targets[known, column]
+        result[name] = {
+            "mae": float(np.mean(np.abs(error))) if known.any() else None,
+            "rmse": float(np.sqrt(np.mean(error**2))) if known.any() else None,
+            "n": int(known.sum()),
+        }
+    return result
+
+
+def evaluate(oracle: Oracle, dataset, batch_size: int = 64, progress: bool = True) -> dict:
+    """Errors of the oracle on a preprocessed split, and of the constant predictor that
+    always answers the training-split mean (stored in the config) for scale."""
+    from unimdm_jax.train import property_columns
+
+    columns = list(property_columns(oracle.config.model, dataset.property_names))
+    targets = dataset.properties[:, columns]
+    started = time.perf_counter()
+    predictions = oracle.predict_dataset(dataset, batch_size, progress)
+    seconds = time.perf_counter() - started
+    constant = np.broadcast_to(np.asarray(oracle.config.model.target_mean, np.float64), targets.shape)
+    return {
+        "metrics": mean_absolute_errors(predictions, targets, oracle.property_names),
+        "training_mean_baseline": mean_absolute_errors(constant, targets, oracle.property_names),
+        "wall_seconds_including_compile": round(seconds, 2),
+    }
+
+
+SPLITS = ("train", "holdout", "test", "test-1k")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unimdm_jax.oracle", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("evaluate", help="MAE per property on an MP-20 policy split")
+    ev.add_argument("--checkpoint", default=None, help=f"exported folder or training work dir (default: {DEFAULT_CHECKPOINT})")
+    ev.add_argument("--split", required=True, help=", ".join(SPLITS))
+    ev.add_argument("--limit", type=int, default=None, help="only the first N crystals of the split")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--data-root", default=None, help="default: unimdm_jax.data.io.default_data_root()")
+    ev.add_argument("--out", default=None, help="JSON results file (with command, machine, commit, date)")
+    ev.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from unimdm_jax.data.io import DatasetError
+    from unimdm_jax.data.preprocess import load_policy_split
+
+    if args.split not in SPLITS:
+        print(f"error: unknown split {args.split!r}: expected one of {', '.join(SPLITS)}", file=sys.stderr)
+        return 1
+    if args.limit is not None and args.limit < 1:
+        print(f"error: --limit must be at least 1, got {args.limit}", file=sys.stderr)
+        return 1
+    try:
+        oracle = load_oracle(args.checkpoint)
+        dataset, failures = load_policy_split(args.split, args.data_root, progress=not args.no_progress)
+    except (CheckpointError, DatasetError, ValueError, OSError) as error:
+        print(f"error: {error}".splitlines()[0], file=sys.stderr)
+        return 1
+    if args.limit is not None:
+        dataset = dataset.select(np.arange(min(args.limit, len(dataset))))
+    result = {
+        "benchmark": "property_oracle",
+        "split": args.split,
+        "limit": args.limit,
+        "n": len(dataset),
+        "n_symmetry_failures_excluded": len(failures) if args.limit is None else None,
+        "checkpoint": args.checkpoint or "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
+        "units": {"band_gap": "eV", "formation_energy_per_atom": "eV/atom"},
+        **evaluate(oracle, dataset, args.batch_size, progress=not args.no_progress),
+        "model": dataclasses.asdict(oracle.config.model),
+        "training": oracle.card.get("training"),
+    }
+    if args.out:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+        try:
+            from _common import write_result
+        except ImportError:  # installed without the benchmarks folder
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        else:
+            write_result(Path(args.out), result)
+    print(json.dumps({"split": args.split, "n": len(dataset),
+                      "mae": {name: m["mae"] for name, m in result["metrics"].items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
