@@ -107,7 +107,7 @@ def main() -> None:
         "n_targets_ge_0.5eV": int((targets >= 0.5).sum()),
         "tolerance_eV": args.tolerance,
         "crystal_dit": dit.name,
-        "oracle": getattr(oracle, "name", "oracle"),
+        "oracle": args.oracle or "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
         "oracle_mae_on_these_true_structures_eV": float(np.mean(np.abs(oracle_on_truth - own))),
         "oracle_hit_rate_on_true_structures": float(np.mean(np.abs(oracle_on_truth - own) <= args.tolerance)),
         "modes": results,

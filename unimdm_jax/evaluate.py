@@ -134,6 +134,18 @@ def select_rows(dataset, subset: str, limit: int | None):
     return dataset.select(keep)
 
 
+def save_result(path, result: dict) -> None:
+    """Write a benchmark result with the command, machine, git commit and date beside it
+    (``benchmarks/_common.py``; plain JSON when installed without the benchmarks folder)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from _common import write_result
+    except ImportError:
+        Path(path).write_text(json.dumps(result, indent=2))
+    else:
+        write_result(Path(path), result)
+
+
 def load_rows(csv, subset: str = "all", limit: int | None = None, workers: int | None = None):
     """(symmetrized dataset, failures) of the rows of ``csv`` that ``subset``/``limit`` pick.
 
@@ -211,13 +223,7 @@ def main(argv=None) -> int:
         for structure, material_id in zip(structures, dataset.material_id):
             structure.to(filename=str(out / f"{material_id}.cif"))
     if args.out:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-        try:
-            from _common import write_result
-        except ImportError:  # installed without the benchmarks folder
-            Path(args.out).write_text(json.dumps(result, indent=2))
-        else:
-            write_result(Path(args.out), result)
+        save_result(args.out, result)
     print(json.dumps({k: result[k] for k in ("match_rate", "rmse", "n", "subset")}))
     return 0
 

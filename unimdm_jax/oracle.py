@@ -246,13 +246,9 @@ def main(argv=None) -> int:
         "training": oracle.card.get("training"),
     }
     if args.out:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-        try:
-            from _common import write_result
-        except ImportError:  # installed without the benchmarks folder
-            Path(args.out).write_text(json.dumps(result, indent=2))
-        else:
-            write_result(Path(args.out), result)
+        from unimdm_jax.evaluate import save_result
+
+        save_result(args.out, result)
     print(json.dumps({"split": args.split, "n": len(dataset),
                       "mae": {name: m["mae"] for name, m in result["metrics"].items()}}))
     return 0
