@@ -162,6 +162,9 @@ def test_api_errors_are_generation_errors():
         read_symmetry([])
     with pytest.raises(GenerationError, match="finite"):
         generate(symmetry=ROCK_SALT, band_gap=float("nan"))
+    far = dict(ROCK_SALT, properties=[{"name": "band_gap", "value": 15.0, "unit": "eV"}])
+    with pytest.raises(GenerationError, match="outside the range"):  # the record's own target is checked too
+        generate(symmetry=far, n=1)
 
 
 @pytest.mark.skipif(not (REPO / "llm_torch/checkpoints/small_glm4_bg/model_card.json").exists(),

@@ -458,6 +458,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
         records = read_symmetry(symmetry)
         if not targets:  # the record's own target
             targets = {p.name: p.value for p in records[0].properties if p.name in dit.properties}
+            check_in_range(targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes)
         _check_elements(records)
         say(f"symmetry: {len(records)} record(s) given")
     else:
