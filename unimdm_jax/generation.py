@@ -27,7 +27,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -36,13 +35,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-PROPERTY_ALIASES = {
-    "band_gap": "band_gap",
-    "bg": "band_gap",
-    "formation_energy": "formation_energy_per_atom",
-    "formation_energy_per_atom": "formation_energy_per_atom",
-}
-PROPERTY_UNITS = {"band_gap": "eV", "formation_energy_per_atom": "eV/atom"}
 DEFAULT_DIT = "dit_mp20_cpu"
 DEFAULT_ORACLE = "oracle_mp20_cpu"
 MAX_STRUCTURES = 10_000
@@ -171,13 +163,16 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
 
 def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[str, float]:
     """{canonical property name: finite float} of the given targets."""
+    from llm_torch.prompts import canonical_property
+
     targets = {}
     for name, value in {"band_gap": band_gap, "formation_energy_per_atom": formation_energy, **others}.items():
         if value is None:
             continue
-        canonical = PROPERTY_ALIASES.get(name)
-        if canonical is None:
-            raise GenerationError(f"unknown property {name!r} (known: band_gap, formation_energy)")
+        try:
+            canonical = canonical_property(name)  # the one alias table, shared with stage 1
+        except ValueError as error:
+            raise GenerationError(str(error)) from None
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -225,13 +220,15 @@ def read_symmetry(path_or_records) -> list:
 
 def check_in_range(targets: dict[str, float], ranges: dict[str, tuple[float, float]], what: str,
                    allow_extrapolation: bool, notes: list[str]) -> None:
+    from unimdm_jax.schema import KNOWN_PROPERTY_UNITS
+
     for name, value in targets.items():
         if name not in ranges:
             continue
         lo, hi = ranges[name]
         if lo <= value <= hi:
             continue
-        message = (f"target {name} = {value:g} {PROPERTY_UNITS.get(name, '')} is outside the range "
+        message = (f"target {name} = {value:g} {KNOWN_PROPERTY_UNITS.get(name, '')} is outside the range "
                    f"{lo:g}..{hi:g} that {what} was trained on")
         if not allow_extrapolation:
             raise GenerationError(message + " (pass --allow-extrapolation to sample anyway)")
@@ -293,7 +290,7 @@ def load_oracle_or_none(path: str | Path | None = None):
 
 
 def predict_symmetry(formula: str, targets: dict[str, float], top_k: int = 3, *, model_dir=None,
-                     composition_mode: str = "auto", device: str = "cpu", seed: int = 0, threads: int | None = None):
+                     composition_mode: str = "auto", device: str = "cpu", seed: int = 0):
     """Stage 1: the top-k symmetry hypotheses (validated schema records) of the language model."""
     try:
         from llm_torch.predict import InputError, Predictor, make_input, resolve_model_dir
@@ -307,10 +304,6 @@ def predict_symmetry(formula: str, targets: dict[str, float], top_k: int = 3, *,
         folder = resolve_model_dir(name, model_dir, flag="--symmetry-model")
     except InputError as error:
         raise GenerationError(str(error)) from None
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
     try:
         predictor = Predictor.from_dir(folder, _torch_device(device))
     except (OSError, RuntimeError, ValueError) as error:
@@ -522,7 +515,3 @@ def _check_elements(records) -> None:
             if atomic_number(element) >= NUM_ELEMENTS:
                 raise GenerationError(f"element {element} (Z={atomic_number(element)}) is beyond the Crystal DiT's "
                                       f"element table (Z < {NUM_ELEMENTS})")
-
-
-def _stderr_log(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             top_k=args.top_k, symmetry=args.symmetry, seed=args.seed, guidance_scale=args.guidance,
             step_lr=args.step_lr, dit_checkpoint=args.dit_checkpoint, symmetry_model=args.symmetry_model,
             oracle_checkpoint=args.oracle_checkpoint, composition_mode=args.composition_mode,
-            device="auto" if args.device == "auto" else args.device, unconditional=args.unconditional,
+            device=args.device, unconditional=args.unconditional,
             allow_extrapolation=args.allow_extrapolation, deduplicate=not args.no_dedup,
             batch_size=args.batch_size, oracle_guidance=args.oracle_guidance, oracle_sigma=args.oracle_sigma,
             progress=not args.quiet, log=log,
