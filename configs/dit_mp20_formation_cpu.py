@@ -1,7 +1,15 @@
 """Crystal DiT, CPU-sized, conditioned on formation energy (the paper's FM variant).
 
-Run:   python -m unimdm_jax.train --config configs/dit_mp20_formation_cpu.py
-Same data, size and time as configs/dit_mp20_cpu.py; only the conditioning property differs.
+Warm-started from the band-gap model (same architecture and parameter shapes): what it knows
+about lattices and Wyckoff coordinates carries over, and the property embedding and the
+attention paths that read it are retrained for formation energy (radial basis over
+-5.5..0.5 eV/atom). Classifier-free dropout of the condition as in the band-gap model.
+
+Run:   python -m unimdm_jax.train --config configs/dit_mp20_formation_cpu.py \\
+           --workdir workdirs/dit_mp20_formation_cpu --init-from unimdm_jax/checkpoints/dit_mp20_cpu
+       (or --init-from workdirs/dit_mp20_cpu after training configs/dit_mp20_cpu.py;
+       --init-from none trains from scratch: use configs/dit_mp20_cpu.py's 20,000 steps then)
+Time:  about 26 minutes for 6,000 steps on the 2-core development machine (~250 crystals/s).
 """
 
 import dataclasses
@@ -16,4 +24,5 @@ _spec.loader.exec_module(_base)
 def get_config():
     config = _base.get_config()
     model = dataclasses.replace(config.model, properties=("formation_energy_per_atom",), property_ranges=((-5.5, 0.5),))
-    return dataclasses.replace(config, model=model)
+    return dataclasses.replace(config, model=model, init_from="workdirs/dit_mp20_cpu", learning_rate=4e-4,
+                               warmup_steps=200, total_steps=6_000)

@@ -1,4 +1,4 @@
-"""Fine-tuning / training of the symmetry predictor: one trainer, two modes.
+"""Fine-tuning / training of the symmetry predictor: one trainer, three modes.
 
     python -m llm_torch.finetune --config configs/llm_small_glm4_bg.py            # from scratch
     python -m llm_torch.finetune --config configs/llm_glm4_9b_lora.py             # LoRA (GPU)
@@ -10,6 +10,9 @@ overrides a field (value parsed as a Python literal when possible).
 
 * ``mode="scratch"``: a small ``Glm4ForCausalLM`` (:func:`llm_torch.model.small_glm4_config`)
   with a byte-level BPE tokenizer trained on the training examples (or ``tokenizer_path``).
+* ``mode="full"``: every weight of a pretrained causal LM (``base_model``) is trained, with
+  its own tokenizer: for small models, e.g. the formation-energy predictor warm-started from
+  the embedded band-gap one (``configs/llm_small_glm4_fm.py``).
 * ``mode="lora"``: peft LoRA adapters on a pretrained causal LM (``base_model``: hub id or
   folder), optional bf16 and gradient checkpointing.
 
@@ -21,7 +24,7 @@ model selection data: ``holdout``. Runs under ``accelerate`` (single process, DD
 Output (``output_dir``): ``checkpoints/step-N/`` (trainable weights as safetensors + optimizer,
 scheduler and trainer state; the newest is resumed automatically, the last
 ``keep_checkpoints`` are kept), ``train_log.jsonl``, and the exported model in ``export_dir``
-(default ``output_dir/final``): ``model.safetensors`` + ``config.json`` (scratch) or
+(default ``output_dir/final``): ``model.safetensors`` + ``config.json`` (scratch, full) or
 ``adapter_model.safetensors`` + ``adapter_config.json`` (LoRA), the tokenizer, and
 ``model_card.json`` (data, command, time, hardware, metrics).
 """
@@ -51,7 +54,7 @@ class FinetuneConfig:
     """Everything a training run needs. See the module docstring and ``configs/llm_*.py``."""
 
     name: str = "llm"
-    mode: str = "scratch"  # "scratch" | "lora"
+    mode: str = "scratch"  # "scratch" | "full" | "lora"
     output_dir: str = "workdirs/llm"
     export_dir: str | None = None  # default: output_dir/final
     # data
@@ -67,7 +70,7 @@ class FinetuneConfig:
     limit_eval: int | None = 256
     data_root: str | None = None
     # model
-    base_model: str | None = None  # LoRA: hub id or folder
+    base_model: str | None = None  # full / LoRA: hub id or folder
     trust_remote_code: bool = False
     tokenizer_path: str | None = None  # scratch: None = train one on the training examples
     vocab_size: int = 3072
@@ -259,14 +262,26 @@ def _build(config: FinetuneConfig, train_examples: list[dict], output_dir: Path,
         model = model.to(dtype)
         style = "plain" if config.prompt_style == "auto" else config.prompt_style
         return model, tokenizer, style, "Glm4ForCausalLM from scratch"
-    if config.mode != "lora":
-        raise ValueError(f"mode must be scratch or lora, got {config.mode!r}")
+    if config.mode not in ("lora", "full"):
+        raise ValueError(f"mode must be scratch, full or lora, got {config.mode!r}")
     if not config.base_model:
-        raise ValueError("LoRA mode needs base_model (hub id or folder)")
-    from peft import LoraConfig, get_peft_model
+        raise ValueError(f"{config.mode} mode needs base_model (hub id or folder)")
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(config.base_model, trust_remote_code=config.trust_remote_code)
+    if config.mode == "full":  # every weight trainable: small models, e.g. the embedded one
+        dtype = resolve_dtype("fp32" if config.dtype == "auto" else config.dtype, device)
+        model = AutoModelForCausalLM.from_pretrained(
+            config.base_model, dtype=dtype, trust_remote_code=config.trust_remote_code
+        )
+        style = config.prompt_style
+        if style == "auto":  # the base model's own prompt style when it is one of ours
+            card_path = Path(config.base_model) / "model_card.json"
+            card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+            style = card.get("prompt_style") or ("chat" if getattr(tokenizer, "chat_template", None) else "plain")
+        return model, tokenizer, style, f"full fine-tuning of {config.base_model}"
+    from peft import LoraConfig, get_peft_model
+
     dtype = resolve_dtype(config.dtype, device)
     model = AutoModelForCausalLM.from_pretrained(
         config.base_model, dtype=dtype, trust_remote_code=config.trust_remote_code
@@ -326,7 +341,7 @@ def _accelerator(config: FinetuneConfig):
     except Exception:  # noqa: BLE001
         pass
     wanted = resolve_device(config.device)  # imports torch_npu for npu, clear errors
-    mixed = "bf16" if config.mode == "scratch" and wanted.type != "cpu" and config.dtype in ("auto", "bf16") else "no"
+    mixed = "bf16" if config.mode in ("scratch", "full") and wanted.type != "cpu" and config.dtype in ("auto", "bf16") else "no"
     accelerator = Accelerator(cpu=wanted.type == "cpu", mixed_precision=mixed)
     return _Run(accelerator, accelerator.device)
 

@@ -36,6 +36,8 @@ from typing import Any, Sequence
 import numpy as np
 
 DEFAULT_DIT = "dit_mp20_cpu"
+# the packaged Crystal DiT conditioned on each property (the paper's BG and FM models)
+DEFAULT_DITS = {"band_gap": "dit_mp20_cpu", "formation_energy_per_atom": "dit_mp20_formation_cpu"}
 DEFAULT_ORACLE = "oracle_mp20_cpu"
 MAX_STRUCTURES = 10_000
 
@@ -258,11 +260,22 @@ class CrystalDiTModel:
         return {name: tuple(seen.get(name, declared[name])) for name in self.properties}
 
 
+def default_dit_path(targets: dict[str, float] | Sequence[str] = ()) -> Path:
+    """The packaged Crystal DiT for the target property (band gap when there is none, or no
+    packaged model conditioned on it)."""
+    from unimdm_jax.checkpoint import PACKAGED
+
+    for name in targets:
+        if name in DEFAULT_DITS and (PACKAGED / DEFAULT_DITS[name]).exists():
+            return PACKAGED / DEFAULT_DITS[name]
+    return PACKAGED / DEFAULT_DIT
+
+
 def load_crystal_dit(path: str | Path | None = None) -> CrystalDiTModel:
     """An exported Crystal DiT (default: the packaged ``dit_mp20_cpu``)."""
-    from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
+    from unimdm_jax.checkpoint import CheckpointError, load_model
 
-    path = Path(path) if path is not None else PACKAGED / DEFAULT_DIT
+    path = Path(path) if path is not None else default_dit_path()
     try:
         model, params, config, card = load_model(path)
     except CheckpointError as error:
@@ -440,15 +453,17 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     if formula is not None:
         validate_formula(formula, composition_mode)
 
-    dit = load_crystal_dit(dit_checkpoint)
+    records = read_symmetry(symmetry) if symmetry is not None else None
+    # with a given record and no target, the record's own target picks the packaged model
+    wanted = targets or ([p.name for p in records[0].properties] if records else [])
+    dit = load_crystal_dit(dit_checkpoint if dit_checkpoint is not None else default_dit_path(wanted))
     unsupported = [t for t in targets if t not in dit.properties]
     if unsupported and not unconditional:
         raise GenerationError(f"the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not "
                               f"{unsupported[0]}; pass a checkpoint trained on it")
     check_in_range(targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes)
 
-    if symmetry is not None:
-        records = read_symmetry(symmetry)
+    if records is not None:
         if not targets:  # the record's own target
             targets = {p.name: p.value for p in records[0].properties if p.name in dit.properties}
             check_in_range(targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes)

@@ -61,6 +61,10 @@ class TrainConfig:
     eval_every: int = 1000
     data_root: str | None = None  # default: io.default_data_root()
     train_limit: int | None = None  # use the first N training crystals (smoke runs)
+    # warm start: the (EMA) parameters of an exported checkpoint folder or a training work
+    # dir, with the same parameter shapes; the optimizer starts fresh. Used only when the
+    # work dir has no saved step yet (a resumed run continues from its own checkpoint).
+    init_from: str | None = None
 
 
 class TrainState(struct.PyTreeNode):
@@ -214,6 +218,26 @@ def init_state(config: TrainConfig, example_graphs):
     return model, state
 
 
+def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) -> TrainState:
+    """``state`` with params and EMA params taken from a checkpoint (``TrainConfig.init_from``).
+
+    Raises ValueError unless the checkpoint has exactly the parameter names and shapes of
+    the config's model (a warm start never silently drops or re-initialises a layer)."""
+    from unimdm_jax.checkpoint import load_model
+
+    _, loaded, loaded_config, _ = load_model(init_from)
+    if loaded_config.task != config.task:
+        raise ValueError(f"init_from {init_from}: a {loaded_config.task!r} checkpoint, the config trains {config.task!r}")
+    expected = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(state.params)}
+    found = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(loaded)}
+    if expected != found:
+        differ = sorted(set(expected.items()) ^ set(found.items()))
+        raise ValueError(f"init_from {init_from}: parameters do not match the config's model (first difference: {differ[0][0]})")
+    params = jax.tree_util.tree_map(lambda new, old: jnp.asarray(old, new.dtype), state.params, loaded)
+    ema_params = jax.tree_util.tree_map(jnp.copy, params)
+    return state.replace(params=params, ema_params=ema_params, opt_state=make_optimizer(config).init(params))
+
+
 def make_train_step(model, config: TrainConfig, columns, mesh):
     """The jitted data-parallel step: shard axis 0 of the batch over the mesh's devices."""
     from jax.sharding import PartitionSpec as P
@@ -297,6 +321,9 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
     if manager.latest_step() is not None:
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
         print(f"resumed from step {int(state.step)}", file=sys.stderr)
+    elif config.init_from:
+        state = warm_start(state, config, config.init_from)
+        print(f"initialised from {config.init_from}", file=sys.stderr)
     iterator.step = int(state.step)
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
@@ -371,6 +398,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
     parser.add_argument("--workdir", default=None, help="default: workdirs/<config name>")
     parser.add_argument("--steps", type=int, default=None, help="override total_steps")
+    parser.add_argument("--init-from", default=None, help="override init_from (warm start from a checkpoint; 'none': from scratch)")
     parser.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -381,6 +409,8 @@ def main(argv=None) -> int:
         return 1
     if args.steps is not None:
         config = dataclasses.replace(config, total_steps=args.steps)
+    if args.init_from is not None:
+        config = dataclasses.replace(config, init_from=None if args.init_from == "none" else args.init_from)
     if args.distributed:
         jax.distributed.initialize()
     workdir = Path(args.workdir or Path("workdirs") / Path(args.config).stem)
