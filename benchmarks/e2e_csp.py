@@ -1,14 +1,16 @@
 """Benchmark: end-to-end crystal structure prediction with PREDICTED symmetry (issue 5).
 
     python benchmarks/e2e_csp.py --subset test-1k --limit 200 --top-k 3 \
-        [--source lm|nearest|true] [--out benchmarks/results/e2e_csp_mp20.json]
+        [--source lm|nearest|true] [--property band_gap|formation_energy_per_atom] \
+        [--out benchmarks/results/e2e_csp_mp20.json]
 
 For every test crystal the symmetry source proposes ``--top-k`` symmetry records from the
-conventional-cell composition and the true band gap (``lm``: the embedded symmetry predictor;
+conventional-cell composition and the true value of ``--property`` (band gap by default;
+``lm``: the embedded symmetry predictor for that property;
 ``nearest``: nearest composition in the training split with its orbits mapped and repaired,
 a template-retrieval baseline in the spirit of CSPML; ``true``: the true record, an upper
-bound); the Crystal DiT samples one structure under each record, conditioned on the true
-band gap; each sample is matched to the true structure (StructureMatcher stol=0.5,
+bound); the packaged Crystal DiT of that property samples one structure under each record,
+conditioned on the true value; each sample is matched to the true structure (StructureMatcher stol=0.5,
 angle_tol=10, ltol=0.3, ``unimdm_jax.metrics``). Reported: match rate and RMSE with 1 sample
 (the rank-1 record) and with k samples (one per record; a crystal counts as matched when any
 sample matches, RMSE of the best), and the symmetry accuracy of the source.
@@ -31,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
 
-def propose(source: str, records, top_k: int, seed: int, threads: int):
+def propose(source: str, records, top_k: int, seed: int, threads: int, prop: str = "band_gap"):
     """Per crystal: a list of up to top_k schema records (best first) and the seconds spent."""
     from llm_torch.constraints import CompositionSpec, make_record
 
     specs = [CompositionSpec.from_counts(r.composition.counts, "cell") for r in records]
-    gaps = [r.property("band_gap") for r in records]
+    gaps = [r.property(prop) for r in records]
     started = time.perf_counter()
     if source == "true":
         out = [[r] for r in records]
@@ -44,11 +46,11 @@ def propose(source: str, records, top_k: int, seed: int, threads: int):
         from llm_torch.dataset import split_records
         from llm_torch.evaluate import NearestCompositionBaseline
 
-        baseline = NearestCompositionBaseline(split_records("train"), "band_gap")
+        baseline = NearestCompositionBaseline(split_records("train"), prop)
         out = []
         for spec, gap in zip(specs, gaps):
-            guesses = baseline.predict(spec, "band_gap", gap, top_k=top_k)
-            out.append([make_record(g.space_group, spec.count_dict, g.assignment, [("band_gap", gap)], source="nearest",
+            guesses = baseline.predict(spec, prop, gap, top_k=top_k)
+            out.append([make_record(g.space_group, spec.count_dict, g.assignment, [(prop, gap)], source="nearest",
                                     rank=i + 1) for i, g in enumerate(guesses)])
     else:
         import torch
@@ -56,12 +58,12 @@ def propose(source: str, records, top_k: int, seed: int, threads: int):
         from llm_torch.predict import Predictor, default_model_dir
 
         torch.set_num_threads(threads)
-        predictor = Predictor.from_dir(default_model_dir("band_gap"), "cpu")
+        predictor = Predictor.from_dir(default_model_dir(prop), "cpu")
         out = []
         from tqdm.auto import tqdm
 
         for spec, gap in tqdm(list(zip(specs, gaps)), desc="symmetry", file=sys.stderr):
-            out.append(predictor.predict(spec, "band_gap", gap, top_k=top_k, seed=seed).records(predictor.model_name))
+            out.append(predictor.predict(spec, prop, gap, top_k=top_k, seed=seed).records(predictor.model_name))
     return out, time.perf_counter() - started
 
 
@@ -72,7 +74,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--source", default="lm", choices=("lm", "nearest", "true"))
-    parser.add_argument("--checkpoint", default=None, help="Crystal DiT (default: the embedded one)")
+    parser.add_argument("--property", default="band_gap", choices=("band_gap", "formation_energy_per_atom"))
+    parser.add_argument("--checkpoint", default=None, help="Crystal DiT (default: the embedded one for --property)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -82,7 +85,7 @@ def main() -> None:
     from unimdm_jax.data import io
     from unimdm_jax.data.io import read_rows
     from unimdm_jax.evaluate import load_rows, match_all
-    from unimdm_jax.generation import load_crystal_dit, sample_under_records
+    from unimdm_jax.generation import default_dit_path, load_crystal_dit, sample_under_records
 
     csv = Path(args.csv) if args.csv else io.mp20_dir() / "test.csv.gz"
     dataset, _ = load_rows(csv, args.subset, args.limit)
@@ -90,15 +93,17 @@ def main() -> None:
     cifs = {r.source: r.cif for r in read_rows([csv])}
     reference = [cifs[s] for s in dataset.source]
 
-    hypotheses, symmetry_seconds = propose(args.source, truth, args.top_k, args.seed, args.threads)
+    hypotheses, symmetry_seconds = propose(args.source, truth, args.top_k, args.seed, args.threads, args.property)
     flat, owner, rank = [], [], []
     for i, records in enumerate(hypotheses):
         for j, record in enumerate(records[: args.top_k]):
             flat.append(record)
             owner.append(i)
             rank.append(j)
-    dit = load_crystal_dit(args.checkpoint)
-    gaps = np.asarray([[r.property("band_gap")] for r in flat], np.float64)
+    dit = load_crystal_dit(args.checkpoint or default_dit_path([args.property]))
+    if list(dit.properties) != [args.property]:
+        sys.exit(f"error: the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not {args.property}")
+    gaps = np.asarray([[r.property(args.property)] for r in flat], np.float64)
     started = time.perf_counter()
     samples = sample_under_records(dit, flat, [1] * len(flat), gaps, seed=args.seed, batch_size=args.batch_size)
     sample_seconds = time.perf_counter() - started
@@ -122,6 +127,7 @@ def main() -> None:
     write_result(Path(args.out), {
         "benchmark": "csp_predicted_symmetry",
         "symmetry_source": args.source,
+        "property": args.property,
         "data": f"{csv} ({args.subset}, first {n} rows)",
         "training_data": "Crystal DiT and symmetry source fitted on the policy train split (train_partial + val rows 1001-9047)",
         "n": n,

@@ -3,12 +3,13 @@
 The first stage (configs/dit_mp20_cpu.py) was stopped at step 11,750 of its 20,000-step
 schedule by a session time limit, and only its exported EMA weights survived. This stage
 warm-starts from them (fresh AdamW state) and runs the rest of the decay: peak learning rate
-4e-4 (what the first schedule had reached) and cosine decay over 6,000 steps.
+4e-4 (what the first schedule had reached) and cosine decay over 4,000 steps.
 
 Run:   python -m unimdm_jax.train --config configs/dit_mp20_cpu_continue.py \\
            --workdir workdirs/dit_mp20_cpu_continue --init-from workdirs/dit_mp20_cpu
        (--init-from takes a training work dir or an exported checkpoint folder)
-Time:  about 26 minutes on the 2-core development machine (~250 crystals/s).
+Time:  about 17 minutes alone on the 2-core development machine (~250 crystals/s),
+       40 minutes while another training run shares the cores.
 """
 
 import dataclasses
@@ -22,4 +23,4 @@ _spec.loader.exec_module(_base)
 
 def get_config():
     return dataclasses.replace(_base.get_config(), init_from="workdirs/dit_mp20_cpu", learning_rate=4e-4,
-                               warmup_steps=200, total_steps=6_000)
+                               warmup_steps=200, total_steps=4_000)

@@ -103,12 +103,28 @@ def test_merge_duplicates_uses_structure_matching():
     assert kept == [(0, 2), (2, 1)]
 
 
+def test_plausibility_flags_inflated_and_overlapping_cells():
+    from pymatgen.core import Lattice, Structure
+
+    from unimdm_jax.metrics import is_plausible
+
+    def salt(a, shift=0.0):
+        return Structure.from_spacegroup(225, Lattice.cubic(a), ["Na", "Cl"], [[shift, 0, 0], [0.5, 0.5, 0.5]])
+
+    assert is_plausible(salt(5.64))  # 22.4 A^3 per atom
+    assert not is_plausible(salt(15.0))  # 422 A^3 per atom: an inflated cell
+    assert not is_plausible(Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]]))  # 0.25 A apart
+    assert not is_plausible(Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.96, 0, 0]]))  # 0.2 A via PBC
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
         (["--formula", "Xx2O", "--band-gap", "1.0"], "unknown element 'Xx'"),
         (["--formula", "NaCl", "--band-gap", "50"], "outside the range"),
-        (["--formula", "NaCl", "--formation-energy", "-1.0"], "conditioned on band_gap"),
+        (["--formula", "NaCl", "--formation-energy", "-1.0", "--dit-checkpoint", "unimdm_jax/checkpoints/dit_mp20_cpu"],
+         "conditioned on band_gap"),
+        (["--formula", "NaCl", "--formation-energy", "-9.0"], "outside the range"),
         (["--formula", "NaCl", "--band-gap", "1", "-n", "0"], "n must be"),
     ],
 )
@@ -167,20 +183,32 @@ def test_api_errors_are_generation_errors():
         generate(symmetry=far, n=1)
 
 
-@pytest.mark.skipif(not (REPO / "llm_torch/checkpoints/small_glm4_bg/model_card.json").exists(),
-                    reason="no embedded symmetry predictor")
-def test_sample_from_formula_uses_the_language_model(tmp_path):
-    """The README's main command, smaller: formula + band gap -> LM hypotheses -> structures."""
-    from pymatgen.core import Structure
+PIPELINES = [  # flag, value, symmetry predictor, Crystal DiT, property: the paper's BG and FM models
+    ("--band-gap", 5.0, "small_glm4_bg", "dit_mp20_cpu", "band_gap"),
+    ("--formation-energy", -2.0, "small_glm4_fm", "dit_mp20_formation_cpu", "formation_energy_per_atom"),
+]
 
+
+@pytest.mark.parametrize("flag, value, lm, dit, prop", PIPELINES, ids=["band_gap", "formation_energy"])
+def test_sample_from_formula_uses_the_language_model(tmp_path, flag, value, lm, dit, prop):
+    """The README's main command, smaller: formula + target -> LM hypotheses -> structures,
+    with the packaged models conditioned on that target."""
+    from pymatgen.core import Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    for folder in (REPO / "llm_torch/checkpoints" / lm / "model_card.json", REPO / "unimdm_jax/checkpoints" / dit):
+        if not folder.exists():
+            pytest.skip(f"{folder.parent.name if folder.is_file() else folder.name} is not packaged")
     out = tmp_path / "out"
-    result = run_sample("--formula", "NaCl", "--band-gap", "5.0", "-n", "2", "--top-k", "2", "--out", str(out))
+    result = run_sample("--formula", "NaCl", flag, str(value), "-n", "2", "--top-k", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     hypotheses = schema.load_records(out / "symmetry.jsonl")
     assert summary["settings"]["symmetry_source"] == "language model" and 1 <= len(hypotheses) <= 2
-    assert all(h.composition.reduced_formula == "NaCl" for h in hypotheses)
+    assert summary["settings"]["crystal_dit"] == dit and summary["settings"]["targets"] == {prop: value}
+    assert all(h.composition.reduced_formula == "NaCl" and h.property(prop) == value for h in hypotheses)
     for row in summary["structures"]:
         structure = Structure.from_file(str(out / row["file"]))
         assert structure.composition.reduced_formula == "NaCl"
         assert row["space_group"] in [h.space_group.number for h in hypotheses]
+        assert SpacegroupAnalyzer(structure, symprec=0.01).get_space_group_number() == row["space_group"]

@@ -117,21 +117,27 @@ def test_evaluate_cli_baselines(tmp_path, monkeypatch, records):
     assert payload["data"]["composition_mode"] == "cell" and payload["command"].startswith("python -m llm_torch.evaluate")
 
 
-@pytest.mark.skipif(not (CHECKPOINT_DIR / "small_glm4_bg" / "model_card.json").exists(), reason="no embedded model")
-def test_embedded_model_is_small_documented_and_predicts_valid_records(tmp_path):
-    """The shipped symmetry predictor: < 25 MB of safetensors, a model card, and top-k records
+EMBEDDED = [("small_glm4_bg", "band_gap", "--band-gap", 3.0),
+            ("small_glm4_fm", "formation_energy_per_atom", "--formation-energy", -2.1)]
+
+
+@pytest.mark.parametrize("name, prop, flag, value", EMBEDDED, ids=[e[0] for e in EMBEDDED])
+def test_embedded_model_is_small_documented_and_predicts_valid_records(tmp_path, name, prop, flag, value):
+    """A shipped symmetry predictor: < 25 MB of safetensors, a model card, and top-k records
     that pass the schema validator and keep the requested cell counts."""
     from unimdm_jax import schema
 
-    folder = CHECKPOINT_DIR / "small_glm4_bg"
+    folder = CHECKPOINT_DIR / name
+    if not (folder / "model_card.json").exists():
+        pytest.skip(f"no embedded model {name}")
     weights = list(folder.glob("*.safetensors"))
     assert weights and all(w.stat().st_size < 25 * 2**20 for w in weights)
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt")), "no pickled weights"
     card = json.loads((folder / "model_card.json").read_text())
-    assert card["property_name"] == "band_gap" and card["command"] and card["hardware"] and card["data"]["train"]
+    assert card["property_name"] == prop and card["command"] and card["hardware"] and card["data"]["train"]
 
     out = tmp_path / "h.jsonl"
-    result = run_predict("--formula", "Li4Fe4P4O16", "--band-gap", "3.0", "--top-k", "3", "--out", str(out))
+    result = run_predict("--formula", "Li4Fe4P4O16", flag, str(value), "--top-k", "3", "--out", str(out))
     assert result.returncode == 0, result.stderr
     records = schema.load_records(out)
     assert 1 <= len(records) <= 3
@@ -140,4 +146,4 @@ def test_embedded_model_is_small_documented_and_predicts_valid_records(tmp_path)
     assert scores == sorted(scores, reverse=True)
     for record in records:
         assert record.composition.counts == {"Li": 4, "Fe": 4, "P": 4, "O": 16}
-        assert record.property("band_gap") == 3.0
+        assert record.property(prop) == value

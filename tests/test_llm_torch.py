@@ -232,3 +232,29 @@ def test_finetune_lora_saves_adapter(tmp_path, examples, tokenizer, tiny_model):
     prediction = predictor.predict(parse_composition("NaCl", "cell"), "band_gap", 5.0, top_k=2)
     for record in prediction.records(predictor.model_name):
         validate_record(record)
+
+
+def test_finetune_full_trains_every_weight_of_a_saved_model(tmp_path, examples, tokenizer, tiny_model):
+    """mode="full" (how the formation-energy model starts from the band-gap one): every weight
+    is trainable and moves, the base model's tokenizer is kept, the export loads as a Predictor."""
+    from safetensors.torch import load_file
+
+    from llm_torch.finetune import train
+    from llm_torch.predict import Predictor
+
+    base = tmp_path / "base"
+    tiny_model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    jsonl = tmp_path / "train.jsonl"
+    write_jsonl(examples[:8], jsonl)
+    card = train(_config(tmp_path, jsonl, mode="full", base_model=str(base), max_steps=2, learning_rate=1e-3))
+    assert card["mode"] == "full" and card["trainable_parameters"] == card["parameters"]
+    final = tmp_path / "run" / "final"
+    before, after = load_file(str(base / "model.safetensors")), load_file(str(final / "model.safetensors"))
+    assert before.keys() == after.keys()
+    assert sum(not bool((before[k] == after[k]).all()) for k in before) > 0.9 * len(before)
+    assert (final / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
+    predictor = Predictor.from_dir(final, "cpu")
+    prediction = predictor.predict(parse_composition("NaCl", "cell"), "band_gap", 5.0, top_k=2)
+    for record in prediction.records(predictor.model_name):
+        validate_record(record)

@@ -121,3 +121,37 @@ def test_export_and_load_round_trip(fixture_dataset, tmp_path):
         load_model(tmp_path / "ckpt")
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing")
+
+
+def test_warm_start_copies_weights_across_properties_and_refuses_other_shapes(fixture_dataset, tmp_path):
+    """init_from: a band-gap model's weights initialise a formation-energy model (its property
+    embedding renamed), params and EMA equal the source, the optimizer starts at zero; a model
+    of another width is refused with a one-line error."""
+    from unimdm_jax.checkpoint import export, flatten
+    from unimdm_jax.train import warm_start
+
+    dataset, _ = fixture_dataset
+    example = sharded_batch(dataset, np.arange(2), 1)
+    source = dataclasses.replace(TINY, seed=1)
+    _, trained = init_state(source, example)
+    export(trained.ema_params, source, tmp_path / "bg", {"data": "fixture"})
+
+    fm_model = dataclasses.replace(TINY.model, properties=("formation_energy_per_atom",), property_ranges=((-5.5, 0.5),))
+    fm = dataclasses.replace(TINY, model=fm_model)
+    _, fresh = init_state(fm, example)
+    warm = warm_start(fresh, fm, tmp_path / "bg")
+    assert "property_formation_energy_per_atom" in warm.params["params"]
+    expected = {k.replace("property_band_gap", "property_formation_energy_per_atom"): v
+                for k, v in flatten(jax.device_get(trained.ema_params["params"])).items()}
+    for params in (warm.params, warm.ema_params):
+        got = flatten(jax.device_get(params["params"]))
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            np.testing.assert_array_equal(got[key], value)
+    moments = [x for x in jax.tree_util.tree_leaves(warm.opt_state) if np.ndim(x) > 0]
+    assert moments and all(not np.any(np.asarray(x)) for x in moments)
+
+    wider = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, hidden=48))
+    _, other = init_state(wider, example)
+    with pytest.raises(ValueError, match="do not match"):
+        warm_start(other, wider, tmp_path / "bg")

@@ -182,6 +182,15 @@ def main(argv=None) -> int:
         },
         "metrics": {Path(m).stem: json.loads(Path(m).read_text()) for m in args.metrics},
     }
+    if config.init_from:  # a warm start: keep the lineage (what the starting weights were)
+        source = Path(config.init_from)
+        source_card = json.loads((source / "model_card.json").read_text()) if (source / "model_card.json").is_file() else {}
+        card["training"]["initialised_from"] = {
+            "path": str(config.init_from),
+            "name": source_card.get("name"),
+            "model": source_card.get("model"),
+            "training": source_card.get("training"),
+        }
     export(params, config, Path(args.out), card)
     size = (Path(args.out) / "model.safetensors").stat().st_size
     print(f"exported {args.out} ({size / 1e6:.1f} MB)")

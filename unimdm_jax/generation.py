@@ -59,6 +59,8 @@ class GeneratedCrystal:
     targets: dict[str, float]  # the condition (empty: unconditional)
     predicted: dict[str, float] = dataclasses.field(default_factory=dict)  # oracle predictions
     sane: bool = True  # finite lattice, volume per atom > 0.1 A^3
+    # metrics.is_plausible: MP-20-like volume per atom, no atoms closer than 0.5 A
+    plausible: bool = True
     copies: int = 1  # generated structures merged into this one
 
     @property
@@ -82,6 +84,7 @@ class GeneratedCrystal:
             "hypothesis_source": self.record.provenance.source,
             "copies": self.copies,
             "sane": self.sane,
+            "plausible": self.plausible,
         }
         for name, value in self.targets.items():
             row[f"target_{name}"] = value
@@ -494,11 +497,16 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
                       oracle_scale=oracle_guidance, oracle_sigma=oracle_sigma)
     sampled = sample_under_records(dit, records, counts, condition, seed=seed, guidance_scale=guidance_scale,
                                    step_lr=step_lr, batch_size=batch_size, progress=progress, **guided)
-    from unimdm_jax.metrics import is_sane
+    from unimdm_jax.metrics import is_plausible, is_sane
 
     kept = merge_duplicates([s for s, _ in sampled]) if deduplicate else [(i, 1) for i in range(len(sampled))]
     crystals = [GeneratedCrystal(sampled[i][0], records[sampled[i][1]], sampled[i][1], dict(targets),
-                                 sane=is_sane(sampled[i][0]), copies=copies) for i, copies in kept]
+                                 sane=is_sane(sampled[i][0]), plausible=is_plausible(sampled[i][0]), copies=copies)
+                for i, copies in kept]
+    implausible = sum(not c.plausible for c in crystals)
+    if implausible:
+        notes.append(f"{implausible} of {len(crystals)} structures are implausible (volume per atom outside "
+                     f"MP-20's range or atoms closer than 0.5 A): see the 'plausible' column")
 
     if oracle is not None and crystals:
         sane = [c for c in crystals if c.sane]

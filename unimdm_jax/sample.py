@@ -51,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--allow-extrapolation", action="store_true", help="sample targets outside the trained range")
     parser.add_argument("--no-dedup", action="store_true", help="keep duplicate structures")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--dit-checkpoint", help="Crystal DiT folder (default: the embedded dit_mp20_cpu)")
+    parser.add_argument("--dit-checkpoint", help="Crystal DiT folder (default: the embedded model for the target: dit_mp20_cpu for band gap, dit_mp20_formation_cpu for formation energy)")
     parser.add_argument("--symmetry-model", help="symmetry predictor folder (default: the embedded small GLM-4)")
     parser.add_argument("--oracle-checkpoint", help="property oracle folder (default: the embedded one)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")

@@ -222,12 +222,19 @@ def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) ->
     """``state`` with params and EMA params taken from a checkpoint (``TrainConfig.init_from``).
 
     Raises ValueError unless the checkpoint has exactly the parameter names and shapes of
-    the config's model (a warm start never silently drops or re-initialises a layer)."""
-    from unimdm_jax.checkpoint import load_model
+    the config's model (a warm start never silently drops or re-initialises a layer). Across
+    conditioning properties (a band-gap model warm-starting a formation-energy one), the i-th
+    property's embedding initialises the i-th: the modules are named after the property."""
+    from unimdm_jax.checkpoint import flatten, load_model, unflatten
 
     _, loaded, loaded_config, _ = load_model(init_from)
     if loaded_config.task != config.task:
         raise ValueError(f"init_from {init_from}: a {loaded_config.task!r} checkpoint, the config trains {config.task!r}")
+    old_names, new_names = tuple(getattr(loaded_config.model, "properties", ())), tuple(getattr(config.model, "properties", ()))
+    if config.task == "diffusion" and old_names != new_names and len(old_names) == len(new_names):
+        renames = {f"property_{old}": f"property_{new}" for old, new in zip(old_names, new_names)}
+        loaded = {"params": unflatten({"/".join(renames.get(part, part) for part in key.split("/")): value
+                                       for key, value in flatten(loaded["params"]).items()})}
     expected = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(state.params)}
     found = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(loaded)}
     if expected != found:
