@@ -516,6 +516,9 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
             "metrics": metrics,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        lineage = base_model_lineage(config.base_model) if config.mode == "full" else None
+        if lineage:
+            card["base_model_card"] = lineage
         if config.eval_symmetry_limit and config.eval_split:
             try:
                 from .evaluate import evaluate_model_on_split
@@ -531,6 +534,20 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
         acc.print(f"exported to {export_dir}")
     acc.wait_for_everyone()
     return card
+
+
+def base_model_lineage(base_model: str | None) -> dict | None:
+    """What the starting weights of a full fine-tune were (from the base model's card, when it
+    is one of ours), so the exported card tells the whole training history."""
+    card_path = Path(base_model or "") / "model_card.json"
+    if not base_model or not card_path.is_file():
+        return None
+    base = json.loads(card_path.read_text())
+    keep = ("name", "mode", "model", "property_name", "command", "time_s", "hardware", "training_history")
+    lineage = {k: base[k] for k in keep if k in base}
+    lineage["steps"] = (base.get("metrics") or {}).get("steps")
+    lineage["epochs"] = (base.get("metrics") or {}).get("epochs")
+    return lineage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,9 +196,10 @@ def test_sample_from_formula_uses_the_language_model(tmp_path, flag, value, lm, 
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    for folder in (REPO / "llm_torch/checkpoints" / lm / "model_card.json", REPO / "unimdm_jax/checkpoints" / dit):
-        if not folder.exists():
-            pytest.skip(f"{folder.parent.name if folder.is_file() else folder.name} is not packaged")
+    for name, card in ((lm, REPO / "llm_torch/checkpoints" / lm / "model_card.json"),
+                       (dit, REPO / "unimdm_jax/checkpoints" / dit / "model_card.json")):
+        if not card.exists():
+            pytest.skip(f"{name} is not packaged")
     out = tmp_path / "out"
     result = run_sample("--formula", "NaCl", flag, str(value), "-n", "2", "--top-k", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
