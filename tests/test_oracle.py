@@ -168,7 +168,8 @@ def test_old_diffusion_config_without_task_still_loads():
     from unimdm_jax.model import ModelConfig
 
     data = json.loads((PACKAGED / "dit_mp20_cpu" / "config.json").read_text())
-    assert "task" not in data
+    # the config as exported before the trainer had tasks (and warm starts): those keys absent
+    data = {k: v for k, v in data.items() if k not in ("task", "coord_noise", "init_from")}
     config = config_from_dict(data)
     assert config.task == "diffusion" and isinstance(config.model, ModelConfig)
     assert config.model.property_ranges == ((0.0, 10.0),)
