@@ -8,8 +8,9 @@ warm-starts from them (fresh AdamW state) and runs the rest of the decay: peak l
 Run:   python -m unimdm_jax.train --config configs/dit_mp20_cpu_continue.py \\
            --workdir workdirs/dit_mp20_cpu_continue --init-from workdirs/dit_mp20_cpu
        (--init-from takes a training work dir or an exported checkpoint folder)
-Time:  about 17 minutes alone on the 2-core development machine (~250 crystals/s),
-       40 minutes while another training run shares the cores.
+Time:  measured 3,414 s (57 min) for the 4,000 steps on the 2-core development machine while
+       another training run and evaluations shared the cores (~75 crystals/s); alone, expect about
+       17 minutes at the ~250 crystals/s measured for configs/dit_mp20_cpu.py (not measured).
 """
 
 import dataclasses

@@ -52,23 +52,28 @@ PLAUSIBLE_VOLUME_PER_ATOM = (2.9, 190.0)  # half the smallest .. 1.5 x the large
 MIN_INTERATOMIC_DISTANCE = 0.5  # Angstrom: CDVAE's structural validity criterion
 
 
+def min_interatomic_distance(structure) -> float:
+    """The smallest distance between two different sites (periodic images included); inf for one site."""
+    import numpy as np
+
+    if len(structure) < 2:
+        return float("inf")
+    distances = structure.distance_matrix
+    return float(np.min(distances[~np.eye(len(structure), dtype=bool)]))
+
+
 def is_plausible(structure) -> bool:
     """A physically plausible cell: :func:`is_sane`, volume per atom within
     ``PLAUSIBLE_VOLUME_PER_ATOM`` and no two atoms closer than 0.5 A (periodic images
     included). Guided sampling can drift to inflated or collapsed cells that a property
     model still scores; those must not count as hits."""
-    import numpy as np
-
     if not is_sane(structure):
         return False
     lo, hi = PLAUSIBLE_VOLUME_PER_ATOM
     if not lo <= structure.lattice.volume / len(structure) <= hi:
         return False
-    if len(structure) > 1:
-        distances = structure.distance_matrix
-        if float(np.min(distances[~np.eye(len(structure), dtype=bool)])) < MIN_INTERATOMIC_DISTANCE:
-            return False
-    return min(structure.lattice.abc) >= MIN_INTERATOMIC_DISTANCE  # an atom and its own image
+    return (min_interatomic_distance(structure) >= MIN_INTERATOMIC_DISTANCE
+            and min(structure.lattice.abc) >= MIN_INTERATOMIC_DISTANCE)  # an atom and its own image
 
 
 def match_rms(reference, candidate, matcher=None) -> float | None:

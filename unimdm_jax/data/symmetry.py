@@ -243,16 +243,14 @@ MIN_ATOM_DISTANCE = 0.1  # Angstrom; closer atoms are a data error, not a struct
 
 
 def _check_no_overlapping_atoms(structure, material_id: str) -> None:
+    from unimdm_jax.metrics import min_interatomic_distance
+
     try:
-        distances = structure.distance_matrix
-    except AttributeError:
+        closest = min_interatomic_distance(structure)
+    except (AttributeError, TypeError):
         raise SymmetryError(f"{material_id or 'structure'}: not a pymatgen Structure") from None
-    if len(structure) > 1:
-        closest = float(np.min(distances[~np.eye(len(structure), dtype=bool)]))
-        if closest < MIN_ATOM_DISTANCE:
-            raise SymmetryError(
-                f"{material_id or 'structure'}: atoms {closest:.3g} A apart (minimum {MIN_ATOM_DISTANCE} A)"
-            )
+    if closest < MIN_ATOM_DISTANCE:
+        raise SymmetryError(f"{material_id or 'structure'}: atoms {closest:.3g} A apart (minimum {MIN_ATOM_DISTANCE} A)")
 
 
 def extract_symmetry(
