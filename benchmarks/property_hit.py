@@ -9,7 +9,9 @@ one structure under the crystal's true space group and Wyckoff positions with a 
 ``--property`` (``own``: the crystal's own value; ``shuffled``: the value of another test
 crystal, a fixed permutation, so the target is not implied by the composition), in each mode:
 unconditional (null condition), conditional, classifier-free guidance at each scale w, and
-conditional + classifier guidance with the oracle's gradient at each ``--oracle-guidance`` scale.
+conditional + classifier guidance with the oracle's gradient at each ``--oracle-guidance`` scale
+(by default with the library's lattice safeguards: the cell volume is kept and the lattice
+shift bounded; ``--oracle-lattice raw|both`` runs the unguarded Dhariwal & Nichol form too).
 The property oracle (``unimdm_jax.oracle``, trained on the policy train split) predicts the
 property of every generated structure; a hit is a physically plausible structure
 (``metrics.is_plausible``: MP-20-like volume per atom, no atoms closer than 0.5 A) with
@@ -43,6 +45,9 @@ def main() -> None:
     parser.add_argument("--oracle-guidance", type=float, nargs="*", default=[],
                         help="classifier-guidance scales with the oracle's gradient (conditional + guided)")
     parser.add_argument("--oracle-sigma", type=float, default=None, help="default: the tolerance")
+    parser.add_argument("--oracle-lattice", default="bounded", choices=("bounded", "raw", "both"),
+                        help="oracle guidance on the lattice: bounded (the library default: volume kept, shift "
+                             "bounded), raw (Dhariwal & Nichol as published), or both")
     parser.add_argument("--property", default="band_gap", choices=("band_gap", "formation_energy_per_atom"))
     parser.add_argument("--tolerance", type=float, default=None, help="default 0.5 eV (band gap), 0.1 eV/atom (formation energy)")
     parser.add_argument("--checkpoint", default=None, help="Crystal DiT (default: the embedded one)")
@@ -80,12 +85,17 @@ def main() -> None:
 
     modes = [("unconditional", None, 0.0), ("conditional", 0.0, 0.0)]
     modes += [(f"cfg_w{w:g}", w, 0.0) for w in args.guidance if w > 0]
-    modes += [(f"oracle_guided_s{s:g}", 0.0, s) for s in args.oracle_guidance if s > 0]
+    lattice_options = {"bounded": [True], "raw": [False], "both": [True, False]}[args.oracle_lattice]
+    modes = [(name, w, 0.0, True) for name, w, _ in modes]
+    modes += [(f"oracle_guided_s{s:g}" + ("" if bounded else "_raw_lattice"), 0.0, s, bounded)
+              for s in args.oracle_guidance if s > 0 for bounded in lattice_options]
+    true_volume = np.asarray([s.volume / len(s) for s in true_structures])
     results, timings = {}, {}
-    for name, w, scale in modes:
+    for name, w, scale, bounded in modes:
         condition = np.full((len(records), 1), np.nan) if w is None else targets[:, None]
         guided = dict(oracle=oracle, oracle_property=prop, oracle_targets=targets, oracle_scale=scale,
-                      oracle_sigma=sigma) if scale > 0 else {}
+                      oracle_sigma=sigma, oracle_keep_volume=bounded,
+                      oracle_max_lattice_shift=1.0 if bounded else float("inf")) if scale > 0 else {}
         started = time.perf_counter()
         samples = sample_under_records(dit, records, [1] * len(records), condition, seed=args.seed,
                                        guidance_scale=w or 0.0, batch_size=args.batch_size, **guided)
@@ -106,6 +116,9 @@ def main() -> None:
             "mean_abs_deviation_plausible": float(np.nanmean(error[plausible])) if plausible.any() else None,
             "sane_fraction": float(sane.mean()),
             "plausible_fraction": float(plausible.mean()),
+            # generated / true volume per atom (sane cells): > 1 = inflated
+            "median_volume_ratio": float(np.median([st.volume / len(st) / v for st, v, ok
+                                                    in zip(structures, true_volume, sane) if ok])) if sane.any() else None,
             "seconds": timings[name],
         }
     base = results["unconditional"]
@@ -124,6 +137,7 @@ def main() -> None:
         "n_targets_ge_0.5eV": int((targets >= 0.5).sum()) if prop == "band_gap" else None,
         "tolerance": tolerance,
         "oracle_sigma": sigma,
+        "oracle_lattice": args.oracle_lattice,
         "crystal_dit": dit.name,
         "oracle": args.oracle or "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
         "oracle_mae_on_these_true_structures": float(np.mean(np.abs(oracle_on_truth - own))),

@@ -8,8 +8,9 @@ Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set 
        for a from-scratch FM model use configs/llm_small_glm4_bg.py with
        --set property_name=formation_energy_per_atom --set output_dir=... --set export_dir=...)
 Data:  as configs/llm_small_glm4_bg.py (policy split `train`, selection on `holdout`, test untouched).
-Time:  450 steps of 32 (0.51 epoch) on the 2-core development CPU; the measured time is in the
-       exported model card (llm_torch/checkpoints/small_glm4_fm/model_card.json).
+Time:  450 steps of 32 (0.51 epoch): 2,106 s on one torch thread of the 2-core development CPU
+       while a test run shared it (+ ~2 min for the holdout metrics); 3,125 s in an earlier run with
+       more jobs on the cores. The exported model card has the details.
 """
 
 import dataclasses

@@ -4,7 +4,7 @@ closed forms and the unguided sampler."""
 
 from __future__ import annotations
 
-
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +15,7 @@ from unimdm_jax.data.batching import Budget, graphs_from_dataset
 from unimdm_jax.model import CrystalDiT, ModelConfig
 from unimdm_jax.model.crystal_dit import node_graph_index
 from unimdm_jax.objective import DiffusionConfig, make_schedules
-from unimdm_jax.sampler import sample
+from unimdm_jax.sampler import K_LIMIT, sample
 
 TINY = ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4)
 DIFFUSION = DiffusionConfig(timesteps=50)
@@ -229,8 +229,13 @@ def test_oracle_guidance_is_the_gradient_of_the_gaussian_log_likelihood(tiny):
     targets = np.linspace(0.0, 2.0, k.shape[0]).astype(np.float32)
     targets[1] = np.nan  # this crystal is left unguided
     sigma = 0.4
-    guide = gradients.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma)
+    guide = gradients.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma, keep_volume=False)
     grad_x, grad_k = jax.jit(guide)(graphs, x, k)
+    # the default, volume-preserving guide is the same gradient without its k_6 (log volume) part
+    kept_x, kept_k = jax.jit(gradients.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma))(graphs, x, k)
+    np.testing.assert_array_equal(np.asarray(kept_x), np.asarray(grad_x))
+    np.testing.assert_array_equal(np.asarray(kept_k)[:, :5], np.asarray(grad_k)[:, :5])
+    assert not np.any(np.asarray(kept_k)[:, 5]) and np.any(np.asarray(grad_k)[:, 5])
 
     # closed form: d/dz [-(o - y)^2 / (2 sigma^2)] = -(o - y) / sigma^2 * do/dz
     x, k = np.asarray(x, np.float64), np.asarray(k, np.float64)
@@ -279,13 +284,13 @@ def test_classifier_guidance_steers_sampling_and_keeps_the_symmetry(tiny, crysta
     condition = jnp.full((BUDGET.graphs, 1), 1.5)
     use = jnp.ones((BUDGET.graphs, 1), bool)
 
-    def run(classifier=None, scale=0.0):
+    def run(classifier=None, scale=0.0, max_shift=np.inf):
         return sample(params, model, graphs, jax.random.PRNGKey(7), schedules, DIFFUSION, condition, use,
-                      classifier=classifier, classifier_scale=scale)
+                      classifier=classifier, classifier_scale=scale, classifier_max_lattice_shift=max_shift)
 
-    def guide(a, b, target):
+    def guide(a, b, target, keep_volume=False):
         return gradients.oracle_guidance(standin_property, {"a": jnp.float32(a), "b": jnp.float32(b)},
-                                         jnp.full((BUDGET.graphs,), target), 0, 1.0)
+                                         jnp.full((BUDGET.graphs,), target), 0, 1.0, keep_volume=keep_volume)
 
     def coords_part(x, k):
         return np.asarray(standin_property({"a": 1.0, "b": 0.0}, graphs, x, k)[:, 0])[graph_mask]
@@ -301,6 +306,11 @@ def test_classifier_guidance_steers_sampling_and_keeps_the_symmetry(tiny, crysta
     unguided_error = np.abs(np.asarray(k0[:, 5]) - 2.0)[graph_mask].mean()
     guided_error = np.abs(np.asarray(k_lat[:, 5]) - 2.0)[graph_mask].mean()
     assert guided_error < 0.25 * unguided_error and guided_error < 1.0
+    # volume-preserving guidance (the default) cannot move k_6, the log volume / sqrt 3: a
+    # property of the volume alone leaves the chain unguided
+    x_kept, k_kept = run(guide(0.0, 1.0, 2.0, keep_volume=True), 10.0)
+    np.testing.assert_allclose(np.asarray(k_kept), np.asarray(k0), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(x_kept), np.asarray(x0), atol=1e-5)
 
     # coordinates: guide the periodic function to its minimum 0 and to its maximum 3
     samples = {target: run(guide(1.0, 0.0, target), 100.0) for target in (0.0, 3.0)}
@@ -319,3 +329,48 @@ def test_classifier_guidance_steers_sampling_and_keeps_the_symmetry(tiny, crysta
         for row in range(NUM_CRYSTALS):
             mask, bias = lattice.family_mask_and_bias(int(dataset.spacegroup[row]))
             np.testing.assert_allclose(k[row][mask == 0], bias[mask == 0], atol=1e-6)
+
+
+class PointMassDenoiser(nn.Module):
+    """The exact denoiser of lattices concentrated at k = 0: k_t = sqrt(1 - abar_t) eps, so
+    eps_hat = k_t / sqrt(1 - abar_t); coordinate scores are zero. Linear in k, so two chains
+    with the same noise differ by a deterministic recursion (see the test)."""
+
+    alphas_cumprod: tuple
+
+    @nn.compact
+    def __call__(self, graphs, x, k, t, properties, use_condition):
+        abar = jnp.asarray(self.alphas_cumprod)[t][:, None]
+        return jnp.zeros_like(x), k / jnp.sqrt(1.0 - abar)
+
+
+def test_lattice_guidance_shift_is_bounded_by_one_noise_norm_per_step(tiny):
+    _, _, inputs = tiny
+    graphs, *_ = inputs
+    _, graph_mask = _real(graphs)
+    schedules = make_schedules(DIFFUSION)
+    ddpm = jax.tree_util.tree_map(np.asarray, schedules.ddpm)
+    model = PointMassDenoiser(tuple(float(a) for a in ddpm.alphas_cumprod))
+    condition, use = jnp.zeros((BUDGET.graphs, 1)), jnp.zeros((BUDGET.graphs, 1), bool)
+    # a runaway pull on k_6 (the log volume), as an oracle far from its data gives
+    runaway = gradients.oracle_guidance(standin_property, {"a": jnp.float32(0.0), "b": jnp.float32(1e4)},
+                                        jnp.full((BUDGET.graphs,), 1e6), 0, 1.0, keep_volume=False)
+    max_shift = 0.05
+
+    def run(classifier=None, bound=np.inf):
+        _, k = sample({}, model, graphs, jax.random.PRNGKey(3), schedules, DIFFUSION, condition, use,
+                      classifier=classifier, classifier_scale=1.0, classifier_max_lattice_shift=bound)
+        return np.asarray(k[:, 5], np.float64)[graph_mask]
+
+    unguided, held, raw = run(), run(runaway, max_shift), run(runaway)
+    # With eps_hat linear in k and the same noise, d = k_guided - k_unguided follows
+    #   d_{t-1} = d_t (1 - beta_t / (1 - abar_t)) / sqrt(alpha_t) + beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)) shift_t,
+    # and a saturated bound gives shift_t = max_shift * sqrt(free components) at every step.
+    free = np.asarray(schedules.k_mask)[np.asarray(graphs.globals["spacegroup"])].sum(1)[graph_mask]
+    d = np.zeros_like(unguided)
+    for t in range(DIFFUSION.timesteps, 0, -1):
+        beta, alpha, abar = ddpm.betas[t], ddpm.alphas[t], ddpm.alphas_cumprod[t]
+        d = d * (1 - beta / (1 - abar)) / np.sqrt(alpha) + beta / (np.sqrt(alpha) * np.sqrt(1 - abar)) * max_shift * np.sqrt(free)
+    assert np.all(np.abs(unguided + d) < 0.5 * K_LIMIT)  # the closed form is not cut by the sampler's clip
+    np.testing.assert_allclose(held - unguided, d, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(raw, K_LIMIT)  # unbounded, the cell runs to the clip

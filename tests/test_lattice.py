@@ -238,3 +238,31 @@ def test_grad_lattice_to_k_wrt_lattice():
             jnp.asarray(m, jnp.float32))
         assert np.all(np.isfinite(g))
         np.testing.assert_allclose(g, fd, rtol=1e-3, atol=1e-5)
+
+
+def test_log_volume_is_the_log_of_pymatgens_cell_volume():
+    rng = np.random.default_rng(5)
+    for name, (sg, reference) in FAMILY_LATTICES.items():
+        k = np.asarray(lat.lattice_to_k(jnp.asarray(reference.matrix, jnp.float32)))
+        np.testing.assert_allclose(float(lat.log_volume(k)), np.log(reference.volume), rtol=1e-5, err_msg=name)
+    ks = rng.normal(scale=0.4, size=(16, 6)).astype(np.float32)
+    volumes = [Lattice(np.asarray(m, np.float64)).volume for m in lat.k_to_lattice(jnp.asarray(ks))]
+    np.testing.assert_allclose(np.asarray(lat.log_volume(ks)), np.log(volumes), rtol=1e-5, atol=1e-5)
+
+
+def test_without_volume_change_moves_k_at_constant_volume():
+    rng = np.random.default_rng(9)
+    k = rng.normal(scale=0.3, size=(8, 6)).astype(np.float32)
+    direction = rng.normal(size=(8, 6)).astype(np.float32)
+    kept = np.asarray(lat.without_volume_change(direction))
+    np.testing.assert_array_equal(kept[:, :5], direction[:, :5])
+    # the derivative of log det exp(S(k)) along the kept direction is zero (autodiff through eigh)
+    log_det = jax.vmap(lambda kk: jnp.linalg.slogdet(lat.k_to_lattice(kk))[1])
+    _, along_kept = jax.jvp(log_det, (jnp.asarray(k),), (jnp.asarray(kept),))
+    _, along_raw = jax.jvp(log_det, (jnp.asarray(k),), (jnp.asarray(direction),))
+    np.testing.assert_allclose(np.asarray(along_kept), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(along_raw), np.sqrt(3.0) * direction[:, 5], rtol=1e-4, atol=1e-5)
+    # and a finite step along it keeps pymatgen's volume
+    before = [Lattice(np.asarray(m, np.float64)).volume for m in lat.k_to_lattice(jnp.asarray(k))]
+    after = [Lattice(np.asarray(m, np.float64)).volume for m in lat.k_to_lattice(jnp.asarray(k + 0.5 * kept))]
+    np.testing.assert_allclose(after, before, rtol=1e-5)

@@ -357,13 +357,16 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
                          seed: int = 0, guidance_scale: float = 0.0, step_lr: float = 1e-5, batch_size: int = 32,
                          progress: bool = True, oracle=None, oracle_property: str | None = None,
                          oracle_targets: Sequence[float] | None = None, oracle_scale: float = 0.0,
-                         oracle_sigma: float = 0.5):
+                         oracle_sigma: float = 0.5, oracle_keep_volume: bool = True,
+                         oracle_max_lattice_shift: float = 1.0):
     """Stage 2: ``counts[i]`` structures under ``records[i]``, conditioned on ``conditions``
     (one row per record, columns = the DiT's properties, NaN = unconditional).
 
     Classifier guidance with the property oracle's gradient (``unimdm_jax.gradients``) when
     ``oracle_scale > 0``: ``oracle_targets[i]`` is the wanted value of ``oracle_property`` under
-    record i, ``oracle_sigma`` the width of the Gaussian likelihood around it.
+    record i, ``oracle_sigma`` the width of the Gaussian likelihood around it; with
+    ``oracle_keep_volume`` (default) the guidance does not change the cell volume, and its
+    lattice term is bounded by ``oracle_max_lattice_shift`` (``sampler.sample``; inf: unbounded).
 
     Returns ``[(structure, record_index), ...]`` in record order."""
     from unimdm_jax.data.preprocess import CrystalDataset
@@ -383,7 +386,9 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
         guidance = dict(oracle_apply=oracle.apply, oracle_params=oracle.params,
                         oracle_targets=np.asarray(oracle_targets, np.float64)[owner],
                         oracle_property_index=list(oracle.property_names).index(oracle_property),
-                        classifier_scale=oracle_scale, classifier_sigma=oracle_sigma)
+                        classifier_scale=oracle_scale, classifier_sigma=oracle_sigma,
+                        classifier_keep_volume=oracle_keep_volume,
+                        classifier_max_lattice_shift=oracle_max_lattice_shift)
     structures, _ = sample_dataset(dit.model, dit.params, dit.config, dataset, batch_size=min(batch_size, len(crystals)),
                                    seed=seed, guidance_scale=guidance_scale, step_lr=step_lr, property_values=values,
                                    progress=progress, **guidance)
@@ -422,7 +427,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
              step_lr: float = 1e-5, dit_checkpoint=None, symmetry_model=None, oracle_checkpoint=None,
              composition_mode: str = "auto", device: str = "cpu", unconditional: bool = False,
              allow_extrapolation: bool = False, deduplicate: bool = True, batch_size: int = 32,
-             oracle_guidance: float = 0.0, oracle_sigma: float = 0.5,
+             oracle_guidance: float = 0.0, oracle_sigma: float = 0.5, oracle_lattice_safeguards: bool = True,
              progress: bool = True, log=None) -> GenerationResult:
     """Generate crystals for a composition and a target property (see the module docstring).
 
@@ -433,7 +438,10 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     ``guidance_scale`` w > 0 is classifier-free guidance: (1 + w) cond - w uncond.
     ``oracle_guidance`` s > 0 adds classifier guidance: s times the gradient of the Gaussian
     log-likelihood of the target under the property oracle (width ``oracle_sigma``) with
-    respect to the coordinates and the lattice, at every step.
+    respect to the coordinates and the lattice, at every step. With ``oracle_lattice_safeguards``
+    (default) its lattice part leaves the cell volume alone and moves the predicted lattice noise
+    by at most one noise norm per step (``gradients.oracle_guidance``, ``sampler.sample``);
+    ``False`` is the unguarded form of Dhariwal & Nichol.
     """
     say = log or (lambda message: None)
     started = time.perf_counter()
@@ -494,7 +502,9 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
         if not wanted:
             raise GenerationError("oracle guidance needs a property oracle and a target it predicts")
         guided = dict(oracle=oracle, oracle_property=wanted[0], oracle_targets=[targets[wanted[0]]] * len(records),
-                      oracle_scale=oracle_guidance, oracle_sigma=oracle_sigma)
+                      oracle_scale=oracle_guidance, oracle_sigma=oracle_sigma,
+                      oracle_keep_volume=oracle_lattice_safeguards,
+                      oracle_max_lattice_shift=1.0 if oracle_lattice_safeguards else math.inf)
     sampled = sample_under_records(dit, records, counts, condition, seed=seed, guidance_scale=guidance_scale,
                                    step_lr=step_lr, batch_size=batch_size, progress=progress, **guided)
     from unimdm_jax.metrics import is_plausible, is_sane
@@ -520,6 +530,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     settings = {
         "formula": formula, "targets": targets, "n": n, "top_k": top_k, "seed": seed,
         "guidance_scale": guidance_scale, "oracle_guidance": oracle_guidance, "oracle_sigma": oracle_sigma,
+        "oracle_lattice_safeguards": oracle_lattice_safeguards,
         "step_lr": step_lr, "unconditional": unconditional,
         "crystal_dit": dit.name, "timesteps": dit.config.diffusion.timesteps,
         "oracle": None if oracle is None else getattr(oracle, "name", DEFAULT_ORACLE),

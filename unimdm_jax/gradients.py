@@ -24,7 +24,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from unimdm_jax import wyckoff
+from unimdm_jax import lattice, wyckoff
 from unimdm_jax.model.crystal_dit import PERTURBATIONS, PROPERTY_TOKENS, node_graph_index
 
 __all__ = [
@@ -150,10 +150,14 @@ class _GaussianOracleGradients:
 
     oracle_apply: Callable[..., Any]
     property_index: int
+    keep_volume: bool = True
 
     def __call__(self, oracle_params, targets, sigma, graphs, frac_coords, k):
-        return gaussian_log_likelihood_gradients(self.oracle_apply, oracle_params, targets, self.property_index, sigma,
-                                                 graphs, frac_coords, k)
+        grad_x, grad_k = gaussian_log_likelihood_gradients(self.oracle_apply, oracle_params, targets,
+                                                           self.property_index, sigma, graphs, frac_coords, k)
+        if self.keep_volume:
+            grad_k = lattice.without_volume_change(grad_k)
+        return grad_x, grad_k
 
 
 def gaussian_log_likelihood_gradients(oracle_apply, oracle_params, targets, property_index: int, sigma,
@@ -194,7 +198,8 @@ def anchor_space_gradient(ops, anchor, atom_gradients):
     return wyckoff.push_forward(ops, anchor, free)
 
 
-def oracle_guidance(oracle_apply, oracle_params, targets, property_index: int, sigma) -> jax.tree_util.Partial:
+def oracle_guidance(oracle_apply, oracle_params, targets, property_index: int, sigma,
+                    keep_volume: bool = True) -> jax.tree_util.Partial:
     """The classifier of classifier guidance for one oracle property.
 
     ``oracle_apply(params, graphs, frac_coords, k) -> (G, P)`` is the oracle's pure apply
@@ -202,10 +207,16 @@ def oracle_guidance(oracle_apply, oracle_params, targets, property_index: int, s
     column ``property_index`` (NaN: leave that crystal unguided); ``sigma`` the width of the
     Gaussian likelihood (the oracle's error scale: smaller = stronger guidance).
 
+    ``keep_volume`` (default): the lattice gradient loses its volume component
+    (``lattice.without_volume_change``), so guidance may reshape the cell and move the atoms
+    but leaves the density to the diffusion model. Without it, a pull toward a wide band gap is
+    most cheaply met by inflating the cell (isolated atoms), where the oracle, trained on
+    MP-20 densities, no longer says anything true (benchmarks/README.md, property hit).
+
     Returns ``guide(graphs, frac_coords, k) -> (grad_x (N, 3), grad_k (G, 6))``, see
     ``gaussian_log_likelihood_gradients``. It is a ``jax.tree_util.Partial`` whose leaves are
     ``oracle_params``, ``targets`` and ``sigma``: pass it to ``sampler.sample(classifier=...)``
     as a traced argument, so new targets or parameters do not trigger a recompile."""
-    function = _GaussianOracleGradients(oracle_apply, int(property_index))
+    function = _GaussianOracleGradients(oracle_apply, int(property_index), bool(keep_volume))
     return jax.tree_util.Partial(function, oracle_params, jnp.asarray(targets, jnp.float32),
                                  jnp.asarray(sigma, jnp.float32))

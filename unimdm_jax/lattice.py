@@ -48,6 +48,9 @@ __all__ = [
     "family_mask_and_bias",
     "mask_bias_table",
     "project_k",
+    "VOLUME_COMPONENT",
+    "log_volume",
+    "without_volume_change",
 ]
 
 _B = np.array(
@@ -63,6 +66,11 @@ _B = np.array(
 )
 #: (6, 3, 3) orthonormal basis B_i / ||B_i||_F of symmetric 3x3 matrices (DiffCSP++ 4.1).
 BASIS = (_B / np.linalg.norm(_B, axis=(1, 2), keepdims=True)).astype(np.float32)
+
+#: Index of the isotropic basis matrix B_6 = I / sqrt(3), the only one with a trace:
+#: tr S = sqrt(3) k_6, so the cell volume det exp(S) = exp(tr S) = exp(sqrt(3) k_6) is set by k_6
+#: alone and k_1..k_5 change the shape at constant volume.
+VOLUME_COMPONENT = 5
 
 #: Hexagonal/trigonal bias of k_1 (gamma = 120 deg): S_01 = -log(3)/4, k_1 = sqrt(2) S_01.
 HEXAGONAL_K1 = -0.25 * math.log(3.0) * math.sqrt(2.0)
@@ -235,6 +243,17 @@ def mask_bias_table() -> tuple[np.ndarray, np.ndarray]:
     unused), for gathering per-crystal constraints inside jitted code."""
     rows = [family_mask_and_bias(max(n, 1)) for n in range(231)]
     return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def log_volume(k):
+    """log of the cell volume of exp(S(k)): log det exp(S) = tr S = sqrt(3) k_6; (..., 6) -> (...)."""
+    return math.sqrt(3.0) * jnp.asarray(k)[..., VOLUME_COMPONENT]
+
+
+def without_volume_change(dk):
+    """A k-space direction (e.g. a gradient) with its volume component removed: moving k along
+    the result leaves the cell volume unchanged, since d log V = sqrt(3) dk_6 (``log_volume``)."""
+    return jnp.asarray(dk).at[..., VOLUME_COMPONENT].set(0.0)
 
 
 def project_k(k, mask, bias):

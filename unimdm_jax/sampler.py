@@ -22,6 +22,12 @@ Classifier guidance (Dhariwal & Nichol 2021) with a differentiable property orac
   the anchors, the variables the diffusion moves, and the state stays on the orbits;
 - lattice: eps_hat' = eps_hat - s sqrt(1 - abar_t) grad_k (D&N eq. 14, the DDPM form of
   their Algorithm 2), then masked to the crystal family's free components as eps_hat is.
+  The shift is bounded per crystal: its norm is at most ``classifier_max_lattice_shift``
+  times sqrt(number of free components), the expected norm of the unit Gaussian noise the
+  network predicts. An oracle's gradient is largest far from the data it was trained on,
+  and unbounded, one DDPM step moves k by beta_t s grad_k: with s = 10 and sigma = 0.5 eV the
+  lattice of MP-20 test crystals ran off to 129 x 9 x 0.03 A cells (benchmarks/README.md).
+  ``jnp.inf`` removes the bound.
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ def _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, gu
 
 @functools.partial(jax.jit, static_argnames=("model", "config", "guidance_scale", "step_lr"))
 def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, properties, use_condition,
-           guidance_scale: float = 0.0, step_lr: float = 1e-5, classifier=None, classifier_scale=0.0):
+           guidance_scale: float = 0.0, step_lr: float = 1e-5, classifier=None, classifier_scale=0.0,
+           classifier_max_lattice_shift=1.0):
     """Sample coordinates and lattices for a padded batch whose composition, Wyckoff
     operations and space groups are given. Returns ``(frac_coords (N, 3), k (G, 6))``.
 
@@ -58,7 +65,8 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
     of log p(y | x, k), as ``gradients.oracle_guidance`` returns. It is a traced pytree
     argument: its arrays (oracle parameters, targets) can change without recompiling, and
     only the wrapped function is part of the compilation key (wrap a plain function as
-    ``Partial(fn)``). ``classifier_scale`` s (traced): the weight of its gradient."""
+    ``Partial(fn)``). ``classifier_scale`` s (traced): the weight of its gradient;
+    ``classifier_max_lattice_shift`` (traced): the bound on its lattice term (module docstring)."""
     nodes, glob = graphs.nodes, graphs.globals
     ops, ops_pinv, anchor = nodes["wyckoff_ops"], nodes["ops_rotation_pinv"], nodes["anchor"]
     num_graphs = glob["spacegroup"].shape[0]
@@ -84,8 +92,11 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
         grad_x, grad_k = classifier(graphs, x, k)
         anchor_grad = gradients.anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
         score = score + classifier_scale * anchor_grad
-        eps_hat = eps_hat - classifier_scale * jnp.sqrt(1.0 - schedules.ddpm.alphas_cumprod[t]) * grad_k
-        return score, eps_hat
+        shift = classifier_scale * jnp.sqrt(1.0 - schedules.ddpm.alphas_cumprod[t]) * grad_k * k_mask
+        norm = jnp.linalg.norm(shift, axis=-1, keepdims=True)
+        limit = classifier_max_lattice_shift * jnp.sqrt(jnp.sum(k_mask, axis=-1, keepdims=True))
+        shift = shift * jnp.minimum(1.0, limit / jnp.maximum(norm, 1e-12))
+        return score, eps_hat - shift
 
     def step(carry, t):
         x, k, key = carry

@@ -15,18 +15,14 @@ is what classifier guidance during sampling needs.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from unimdm_jax import lattice
 from unimdm_jax.model.crystal_dit import NUM_ELEMENTS, node_graph_index
 from unimdm_jax.model.message_passing import CrystalMessagePassing
-
-# tr(B_6) for the Frobenius-normalised basis B_6 = I / sqrt(3) (unimdm_jax.lattice): since
-# L L^T = exp(2 S), log(volume) = tr(S) = sqrt(3) k_6.
-_LOG_VOLUME_PER_K6 = math.sqrt(3.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +42,7 @@ class OracleConfig:
 def log_volume_per_atom(k, num_atoms):
     """log(V / n) of each crystal from its k-vector (G, 6) and atom count (G,): the
     intensive size of the cell, which mean pooling alone cannot see."""
-    return _LOG_VOLUME_PER_K6 * k[:, 5] - jnp.log(jnp.maximum(num_atoms, 1.0))
+    return lattice.log_volume(k) - jnp.log(jnp.maximum(num_atoms, 1.0))
 
 
 class PropertyOracle(nn.Module):
