@@ -51,3 +51,19 @@ def write_result(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def oracle_verdicts(oracle, structures, column: int):
+    """(predicted (n,), sane (n,), plausible (n,)) for generated structures: the oracle's value of
+    property ``column`` for every sane cell (NaN for the others, which it cannot featurize), and
+    ``metrics.is_sane`` / ``metrics.is_plausible`` flags."""
+    import numpy as np
+
+    from unimdm_jax.metrics import is_plausible, is_sane
+
+    sane = np.asarray([is_sane(s) for s in structures], bool)
+    plausible = np.asarray([is_plausible(s) for s in structures], bool)
+    predicted = np.full(len(structures), np.nan)
+    if sane.any():
+        predicted[sane] = np.asarray(oracle.predict_structures([s for s, ok in zip(structures, sane) if ok]))[:, column]
+    return predicted, sane, plausible

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import oracle_verdicts, write_result  # noqa: E402
 
 PROPERTY = "band_gap"
 
@@ -90,12 +90,10 @@ def main() -> None:
     from llm_torch.constraints import CompositionSpec, make_record
     from llm_torch.dataset import split_records
     from llm_torch.evaluate import NearestCompositionBaseline
-    from llm_torch.predict import Predictor, resolve_model_dir
-    from unimdm_jax import schema
+    from llm_torch.predict import Predictor, implied_counts, resolve_model_dir
     from unimdm_jax.data import io
     from unimdm_jax.evaluate import load_rows
     from unimdm_jax.generation import default_dit_path, load_crystal_dit, load_oracle_or_none, sample_under_records
-    from unimdm_jax.metrics import is_plausible, is_sane
 
     csv = Path(args.csv) if args.csv else io.mp20_dir() / "test.csv.gz"
     dataset, _ = load_rows(csv, "all")
@@ -117,10 +115,7 @@ def main() -> None:
             chosen = []
             for spec, target in zip(specs, targets):
                 guess = baseline.predict(spec, PROPERTY, float(target), top_k=1)[0]
-                multiplicity = {p.letter: p.multiplicity for p in schema.wyckoff_positions(guess.space_group)}
-                counts: dict[str, int] = {}
-                for element, letter in guess.assignment:  # the cell the repaired assignment implies
-                    counts[element] = counts.get(element, 0) + multiplicity[letter]
+                counts = implied_counts(guess.space_group, spec, guess.assignment)  # the cell it chose
                 chosen.append(make_record(guess.space_group, counts, guess.assignment, [(PROPERTY, float(target))],
                                           source="nearest"))
         else:
@@ -142,12 +137,7 @@ def main() -> None:
         samples = sample_under_records(dit, symmetry_records, [1] * len(symmetry_records), targets[:, None],
                                        seed=args.seed, batch_size=args.batch_size)
         seconds = time.perf_counter() - started
-        structures = [s for s, _ in samples]
-        sane = np.asarray([is_sane(s) for s in structures])
-        plausible = np.asarray([is_plausible(s) for s in structures])
-        predicted = np.full(len(structures), np.nan)
-        if sane.any():
-            predicted[sane] = np.asarray(oracle.predict_structures([s for s, ok in zip(structures, sane) if ok]))[:, column]
+        predicted, _, plausible = oracle_verdicts(oracle, [s for s, _ in samples], column)
         return predicted, plausible, seconds
 
     def scores(predicted, plausible):

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import oracle_verdicts, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -60,7 +60,6 @@ def main() -> None:
     from unimdm_jax.data import io
     from unimdm_jax.evaluate import load_rows
     from unimdm_jax.generation import default_dit_path, load_crystal_dit, load_oracle_or_none, sample_under_records
-    from unimdm_jax.metrics import is_plausible, is_sane
 
     prop = args.property
     tolerance = args.tolerance if args.tolerance is not None else {"band_gap": 0.5}.get(prop, 0.1)
@@ -94,18 +93,13 @@ def main() -> None:
     for name, w, scale, bounded in modes:
         condition = np.full((len(records), 1), np.nan) if w is None else targets[:, None]
         guided = dict(oracle=oracle, oracle_property=prop, oracle_targets=targets, oracle_scale=scale,
-                      oracle_sigma=sigma, oracle_keep_volume=bounded,
-                      oracle_max_lattice_shift=1.0 if bounded else float("inf")) if scale > 0 else {}
+                      oracle_sigma=sigma, oracle_lattice_safeguards=bounded) if scale > 0 else {}
         started = time.perf_counter()
         samples = sample_under_records(dit, records, [1] * len(records), condition, seed=args.seed,
                                        guidance_scale=w or 0.0, batch_size=args.batch_size, **guided)
         timings[name] = round(time.perf_counter() - started, 1)
         structures = [s for s, _ in samples]
-        sane = np.asarray([is_sane(s) for s in structures])
-        plausible = np.asarray([is_plausible(s) for s in structures])
-        predicted = np.full(len(structures), np.nan)
-        if sane.any():
-            predicted[sane] = np.asarray(oracle.predict_structures([s for s, ok in zip(structures, sane) if ok]))[:, column]
+        predicted, sane, plausible = oracle_verdicts(oracle, structures, column)
         error = np.abs(predicted - targets)
         hit = (np.nan_to_num(error, nan=np.inf) <= tolerance) & plausible
         gapped = targets >= 0.5 if prop == "band_gap" else np.zeros(len(targets), bool)

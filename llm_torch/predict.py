@@ -221,7 +221,7 @@ class Predictor:
     def _to_hypothesis(self, text: str, spec: CompositionSpec, fallback_sg: int | None) -> Hypothesis | None:
         sg, orbits = parse_output(text)
         if sg is not None and check_assignment(sg, spec, orbits):
-            counts = _implied_counts(sg, spec, orbits)
+            counts = implied_counts(sg, spec, orbits)
             return Hypothesis(sg, tuple(orbits), counts, format_output(sg, orbits, spec.elements), raw_valid=True)
         for candidate in ([sg] if sg is not None else []) + ([fallback_sg] if fallback_sg else []):
             try:
@@ -292,7 +292,9 @@ class Predictor:
         return Prediction(spec, property_name, float(value), hypotheses[:top_k])
 
 
-def _implied_counts(sg: int, spec: CompositionSpec, orbits) -> dict[str, int]:
+def implied_counts(sg: int, spec: CompositionSpec, orbits) -> dict[str, int]:
+    """Cell counts of an assignment ``orbits`` ((element, letter), ...) in group ``sg``: with a
+    reduced-formula spec, the number of formula units the assignment chose."""
     from unimdm_jax.schema import wyckoff_positions
 
     mult = {p.letter: p.multiplicity for p in wyckoff_positions(sg)}

@@ -357,16 +357,14 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
                          seed: int = 0, guidance_scale: float = 0.0, step_lr: float = 1e-5, batch_size: int = 32,
                          progress: bool = True, oracle=None, oracle_property: str | None = None,
                          oracle_targets: Sequence[float] | None = None, oracle_scale: float = 0.0,
-                         oracle_sigma: float = 0.5, oracle_keep_volume: bool = True,
-                         oracle_max_lattice_shift: float = 1.0):
+                         oracle_sigma: float = 0.5, oracle_lattice_safeguards: bool = True):
     """Stage 2: ``counts[i]`` structures under ``records[i]``, conditioned on ``conditions``
     (one row per record, columns = the DiT's properties, NaN = unconditional).
 
     Classifier guidance with the property oracle's gradient (``unimdm_jax.gradients``) when
     ``oracle_scale > 0``: ``oracle_targets[i]`` is the wanted value of ``oracle_property`` under
-    record i, ``oracle_sigma`` the width of the Gaussian likelihood around it; with
-    ``oracle_keep_volume`` (default) the guidance does not change the cell volume, and its
-    lattice term is bounded by ``oracle_max_lattice_shift`` (``sampler.sample``; inf: unbounded).
+    record i, ``oracle_sigma`` the width of the Gaussian likelihood around it,
+    ``oracle_lattice_safeguards`` as in :func:`generate`.
 
     Returns ``[(structure, record_index), ...]`` in record order."""
     from unimdm_jax.data.preprocess import CrystalDataset
@@ -387,8 +385,7 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
                         oracle_targets=np.asarray(oracle_targets, np.float64)[owner],
                         oracle_property_index=list(oracle.property_names).index(oracle_property),
                         classifier_scale=oracle_scale, classifier_sigma=oracle_sigma,
-                        classifier_keep_volume=oracle_keep_volume,
-                        classifier_max_lattice_shift=oracle_max_lattice_shift)
+                        classifier_lattice_safeguards=oracle_lattice_safeguards)
     structures, _ = sample_dataset(dit.model, dit.params, dit.config, dataset, batch_size=min(batch_size, len(crystals)),
                                    seed=seed, guidance_scale=guidance_scale, step_lr=step_lr, property_values=values,
                                    progress=progress, **guidance)
@@ -503,8 +500,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
             raise GenerationError("oracle guidance needs a property oracle and a target it predicts")
         guided = dict(oracle=oracle, oracle_property=wanted[0], oracle_targets=[targets[wanted[0]]] * len(records),
                       oracle_scale=oracle_guidance, oracle_sigma=oracle_sigma,
-                      oracle_keep_volume=oracle_lattice_safeguards,
-                      oracle_max_lattice_shift=1.0 if oracle_lattice_safeguards else math.inf)
+                      oracle_lattice_safeguards=oracle_lattice_safeguards)
     sampled = sample_under_records(dit, records, counts, condition, seed=seed, guidance_scale=guidance_scale,
                                    step_lr=step_lr, batch_size=batch_size, progress=progress, **guided)
     from unimdm_jax.metrics import is_plausible, is_sane

@@ -42,6 +42,8 @@ from unimdm_jax.objective import DiffusionConfig, Schedules
 
 
 K_LIMIT = 10.0
+#: Default bound of the classifier's lattice shift, in noise norms per step (module docstring).
+MAX_LATTICE_SHIFT = 1.0
 
 
 def _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale):
@@ -56,7 +58,7 @@ def _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, gu
 @functools.partial(jax.jit, static_argnames=("model", "config", "guidance_scale", "step_lr"))
 def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, properties, use_condition,
            guidance_scale: float = 0.0, step_lr: float = 1e-5, classifier=None, classifier_scale=0.0,
-           classifier_max_lattice_shift=1.0):
+           classifier_max_lattice_shift=MAX_LATTICE_SHIFT):
     """Sample coordinates and lattices for a padded batch whose composition, Wyckoff
     operations and space groups are given. Returns ``(frac_coords (N, 3), k (G, 6))``.
 
