@@ -63,7 +63,5 @@ def oracle_verdicts(oracle, structures, column: int):
 
     sane = np.asarray([is_sane(s) for s in structures], bool)
     plausible = np.asarray([is_plausible(s) for s in structures], bool)
-    predicted = np.full(len(structures), np.nan)
-    if sane.any():
-        predicted[sane] = np.asarray(oracle.predict_structures([s for s, ok in zip(structures, sane) if ok]))[:, column]
+    predicted = np.asarray(oracle.predict_structures(structures), np.float64)[:, column]  # NaN where not sane
     return predicted, sane, plausible

@@ -10,8 +10,9 @@ one structure under the crystal's true space group and Wyckoff positions with a 
 crystal, a fixed permutation, so the target is not implied by the composition), in each mode:
 unconditional (null condition), conditional, classifier-free guidance at each scale w, and
 conditional + classifier guidance with the oracle's gradient at each ``--oracle-guidance`` scale
-(by default with the library's lattice safeguards: the cell volume is kept and the lattice
-shift bounded; ``--oracle-lattice raw|both`` runs the unguarded Dhariwal & Nichol form too).
+(by default with the library's safeguards: the cell volume is kept and the lattice and
+coordinate shifts bounded; ``--oracle-safeguards off|both`` runs the unguarded Dhariwal & Nichol
+form too).
 The property oracle (``unimdm_jax.oracle``, trained on the policy train split) predicts the
 property of every generated structure; a hit is a physically plausible structure
 (``metrics.is_plausible``: MP-20-like volume per atom, no atoms closer than 0.5 A) with
@@ -45,9 +46,9 @@ def main() -> None:
     parser.add_argument("--oracle-guidance", type=float, nargs="*", default=[],
                         help="classifier-guidance scales with the oracle's gradient (conditional + guided)")
     parser.add_argument("--oracle-sigma", type=float, default=None, help="default: the tolerance")
-    parser.add_argument("--oracle-lattice", default="bounded", choices=("bounded", "raw", "both"),
-                        help="oracle guidance on the lattice: bounded (the library default: volume kept, shift "
-                             "bounded), raw (Dhariwal & Nichol as published), or both")
+    parser.add_argument("--oracle-safeguards", default="on", choices=("on", "off", "both"),
+                        help="oracle guidance with the library's safeguards (on, the default: volume kept, lattice "
+                             "and coordinate shifts bounded), without them (off: Dhariwal & Nichol as published), or both")
     parser.add_argument("--property", default="band_gap", choices=("band_gap", "formation_energy_per_atom"))
     parser.add_argument("--tolerance", type=float, default=None, help="default 0.5 eV (band gap), 0.1 eV/atom (formation energy)")
     parser.add_argument("--checkpoint", default=None, help="Crystal DiT (default: the embedded one)")
@@ -84,16 +85,16 @@ def main() -> None:
 
     modes = [("unconditional", None, 0.0), ("conditional", 0.0, 0.0)]
     modes += [(f"cfg_w{w:g}", w, 0.0) for w in args.guidance if w > 0]
-    lattice_options = {"bounded": [True], "raw": [False], "both": [True, False]}[args.oracle_lattice]
+    safeguard_options = {"on": [True], "off": [False], "both": [True, False]}[args.oracle_safeguards]
     modes = [(name, w, 0.0, True) for name, w, _ in modes]
-    modes += [(f"oracle_guided_s{s:g}" + ("" if bounded else "_raw_lattice"), 0.0, s, bounded)
-              for s in args.oracle_guidance if s > 0 for bounded in lattice_options]
+    modes += [(f"oracle_guided_s{s:g}" + ("" if bounded else "_unbounded"), 0.0, s, bounded)
+              for s in args.oracle_guidance if s > 0 for bounded in safeguard_options]
     true_volume = np.asarray([s.volume / len(s) for s in true_structures])
     results, timings = {}, {}
     for name, w, scale, bounded in modes:
         condition = np.full((len(records), 1), np.nan) if w is None else targets[:, None]
         guided = dict(oracle=oracle, oracle_property=prop, oracle_targets=targets, oracle_scale=scale,
-                      oracle_sigma=sigma, oracle_lattice_safeguards=bounded) if scale > 0 else {}
+                      oracle_sigma=sigma, oracle_safeguards=bounded) if scale > 0 else {}
         started = time.perf_counter()
         samples = sample_under_records(dit, records, [1] * len(records), condition, seed=args.seed,
                                        guidance_scale=w or 0.0, batch_size=args.batch_size, **guided)
@@ -131,7 +132,7 @@ def main() -> None:
         "n_targets_ge_0.5eV": int((targets >= 0.5).sum()) if prop == "band_gap" else None,
         "tolerance": tolerance,
         "oracle_sigma": sigma,
-        "oracle_lattice": args.oracle_lattice,
+        "oracle_safeguards": args.oracle_safeguards,
         "crystal_dit": dit.name,
         "oracle": args.oracle or "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
         "oracle_mae_on_these_true_structures": float(np.mean(np.abs(oracle_on_truth - own))),

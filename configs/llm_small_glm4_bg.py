@@ -12,9 +12,12 @@ Model: Glm4ForCausalLM, hidden 256, 4 layers, 4 heads, MLP 688, a 3,072-token by
 Time:  ~167 tokens per example (prompt ~125, answer ~42 with the 3,072-token BPE); 882 steps of 32
        per epoch, 2,646 steps for 3 epochs. Measured on the 2-core development CPU with 1 torch thread:
        1.9 s per step once with one other job on the cores; 4.2 s per step over steps 501-1,600
-       (4,638 s) while one or two JAX benchmarks shared them; i.e. 1.4-3 hours for 3 epochs (+ ~3 min
-       for the holdout symmetry metrics). The shipped model stopped at 1,600 steps (8,173 s in all;
-       its card lists the segments). Add --set num_threads=1 when sharing the CPU. On one GPU
+       (4,638 s) while one or two JAX benchmarks shared them; with 2 torch threads and the cores
+       to itself 1.83 s per step (steps 1,900-2,600: 1,280 s), but ~9 s per step while a JAX sampler
+       shared them (run such jobs one after the other). I.e. 1.4-3 hours for 3 epochs (+ ~2 min for
+       the holdout symmetry metrics). The shipped model ran the full 2,646 steps in six resumed
+       segments over three sessions (10,919 s in all; its card lists them). Add --set num_threads=1
+       when sharing the CPU. On one GPU
        (--set device=cuda, bf16 autocast) expect a few minutes (not measured; the model is tiny).
 """
 

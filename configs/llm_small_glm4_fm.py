@@ -8,9 +8,10 @@ Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set 
        for a from-scratch FM model use configs/llm_small_glm4_bg.py with
        --set property_name=formation_energy_per_atom --set output_dir=... --set export_dir=...)
 Data:  as configs/llm_small_glm4_bg.py (policy split `train`, selection on `holdout`, test untouched).
-Time:  450 steps of 32 (0.51 epoch): 2,106 s on one torch thread of the 2-core development CPU
-       while a test run shared it (+ ~2 min for the holdout metrics); 3,125 s in an earlier run with
-       more jobs on the cores. The exported model card has the details.
+Time:  450 steps of 32 (0.51 epoch): 781 s with two torch threads and the 2-core development CPU
+       to itself (the shipped version), 2,106 s on one thread while a test run shared it, 3,125 s in
+       an earlier run with more jobs on the cores (+ ~2 min for the holdout metrics). The exported
+       model card has the details.
 """
 
 import dataclasses

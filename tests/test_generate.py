@@ -95,7 +95,7 @@ def test_generated_structures_have_the_requested_space_group(generated):
 
 def test_oracle_guided_sampling_keeps_the_symmetry_and_a_physical_cell(tmp_path):
     """Classifier guidance with the packaged oracle at a strong scale, through the CLI: the
-    lattice safeguards are on by default and the structures keep the record's group (pymatgen)
+    safeguards are on by default and the structures keep the record's group (pymatgen)
     and an MP-20-like density."""
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -107,7 +107,7 @@ def test_oracle_guided_sampling_keeps_the_symmetry_and_a_physical_cell(tmp_path)
                         "--band-gap", "6.0", "--oracle-guidance", "10", "--quiet")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["settings"]["oracle_guidance"] == 10.0 and summary["settings"]["oracle_lattice_safeguards"] is True
+    assert summary["settings"]["oracle_guidance"] == 10.0 and summary["settings"]["oracle_safeguards"] is True
     for row in summary["structures"]:
         structure = Structure.from_file(str(out / row["file"]))
         assert SpacegroupAnalyzer(structure, symprec=0.01).get_space_group_number() == 136

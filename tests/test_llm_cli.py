@@ -115,6 +115,7 @@ def test_evaluate_cli_baselines(tmp_path, monkeypatch, records):
     assert set(payload["results"]) == {"most_frequent", "nearest_composition"}
     assert payload["results"]["most_frequent"]["rows"] == 20
     assert payload["data"]["composition_mode"] == "cell" and payload["command"].startswith("python -m llm_torch.evaluate")
+    assert payload["machine"]["cpu_count"] >= 1 and payload["date"].startswith("20")  # where and when, beside the numbers
 
 
 EMBEDDED = [("small_glm4_bg", "band_gap", "--band-gap", 3.0),

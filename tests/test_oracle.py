@@ -97,6 +97,18 @@ def test_supercell_gives_the_same_prediction_after_standardization(oracle, struc
     np.testing.assert_allclose(values[1], values[0], rtol=1e-4, atol=1e-4)
 
 
+def test_a_diverged_cell_gets_nan_not_a_crash(oracle, structures):
+    """A sampler run off to NaN (unbounded guidance does) gives a NaN row, and spglib, which
+    segfaults on such a cell, is never called; the other rows are the same as alone."""
+    from pymatgen.core import Lattice, Structure
+
+    broken = Structure(Lattice(np.full((3, 3), np.nan)), ["Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    alone = oracle.predict_structures(structures[:2], batch_size=16)
+    mixed = oracle.predict_structures([structures[0], broken, structures[1]], batch_size=16)
+    assert np.isnan(mixed[1]).all()
+    np.testing.assert_allclose(mixed[[0, 2]], alone, rtol=1e-5, atol=1e-5)
+
+
 def test_gradients_wrt_coordinates_and_lattice_are_finite(oracle, structures):
     graphs = jax.tree_util.tree_map(jnp.asarray, graphs_from_structures(structures[:4]))
     from unimdm_jax.objective import clean_k

@@ -43,7 +43,7 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
                    step_lr: float = 1e-5, property_values=None, progress: bool = True, oracle_apply=None,
                    oracle_params=None, oracle_targets=None, oracle_property_index: int = 0,
                    classifier_scale: float = 0.0, classifier_sigma: float = 1.0,
-                   classifier_lattice_safeguards: bool = True):
+                   classifier_safeguards: bool = True):
     """Sample one structure for every crystal of ``dataset`` under its own symmetry.
 
     All batches are padded to one budget, so the sampler compiles once. ``property_values``
@@ -55,9 +55,10 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     frac_coords, k) -> (G, P')`` and ``oracle_params`` are a property oracle, ``oracle_targets``
     (len(dataset),) the wanted value of its column ``oracle_property_index`` per crystal (NaN:
     unguided), ``classifier_scale`` the guidance weight and ``classifier_sigma`` the width of
-    the Gaussian likelihood. ``classifier_lattice_safeguards`` (default): the lattice term keeps
-    the cell volume (``gradients.oracle_guidance(keep_volume=True)``) and is bounded
-    (``sampler.MAX_LATTICE_SHIFT``); False: the unguarded form of Dhariwal & Nichol.
+    the Gaussian likelihood. ``classifier_safeguards`` (default): the lattice term keeps
+    the cell volume (``gradients.oracle_guidance(keep_volume=True)``), and the lattice and
+    coordinate terms are bounded per step (``sampler.MAX_LATTICE_SHIFT``,
+    ``sampler.MAX_COORDINATE_SHIFT``); False: the unguarded form of Dhariwal & Nichol.
     """
     import jax
     import jax.numpy as jnp
@@ -67,7 +68,7 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     from unimdm_jax.gradients import oracle_guidance
     from unimdm_jax.lattice import k_to_lattice_params
     from unimdm_jax.objective import make_schedules
-    from unimdm_jax.sampler import MAX_LATTICE_SHIFT, sample
+    from unimdm_jax.sampler import MAX_COORDINATE_SHIFT, MAX_LATTICE_SHIFT, sample
     from unimdm_jax.train import property_columns
 
     if oracle_apply is not None and (oracle_params is None or oracle_targets is None):
@@ -79,6 +80,8 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     schedules = make_schedules(config.diffusion)
     values = dataset.properties[:, columns] if property_values is None else np.asarray(property_values, np.float64)
     structures, sampling_seconds = [], 0.0
+    bounds = dict(classifier_max_lattice_shift=MAX_LATTICE_SHIFT if classifier_safeguards else np.inf,
+                  classifier_max_coordinate_shift=MAX_COORDINATE_SHIFT if classifier_safeguards else np.inf)
     key = jax.random.PRNGKey(seed)
     for number, indices in enumerate(tqdm(batches, desc="sample", unit="batch", disable=not progress, file=sys.stderr)):
         graphs = graphs_from_dataset(dataset, indices, budget)
@@ -91,12 +94,12 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
             targets = np.full((budget.graphs,), np.nan, np.float32)
             targets[: len(indices)] = np.asarray(oracle_targets, np.float64)[indices]
             classifier = oracle_guidance(oracle_apply, oracle_params, targets, oracle_property_index, classifier_sigma,
-                                         keep_volume=classifier_lattice_safeguards)
+                                         keep_volume=classifier_safeguards)
         started = time.perf_counter()
         x, k = sample(params, model, jax.tree_util.tree_map(jnp.asarray, graphs), jax.random.fold_in(key, number),
                       schedules, config.diffusion, jnp.asarray(condition), jnp.asarray(use),
                       guidance_scale=guidance_scale, step_lr=step_lr, classifier=classifier,
-                      classifier_scale=classifier_scale, classifier_max_lattice_shift=MAX_LATTICE_SHIFT if classifier_lattice_safeguards else np.inf)
+                      classifier_scale=classifier_scale, **bounds)
         x, lattice_params = jax.device_get((x, k_to_lattice_params(k)))
         if number > 0:  # the first batch includes compilation
             sampling_seconds += time.perf_counter() - started

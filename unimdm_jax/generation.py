@@ -357,14 +357,14 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
                          seed: int = 0, guidance_scale: float = 0.0, step_lr: float = 1e-5, batch_size: int = 32,
                          progress: bool = True, oracle=None, oracle_property: str | None = None,
                          oracle_targets: Sequence[float] | None = None, oracle_scale: float = 0.0,
-                         oracle_sigma: float = 0.5, oracle_lattice_safeguards: bool = True):
+                         oracle_sigma: float = 0.5, oracle_safeguards: bool = True):
     """Stage 2: ``counts[i]`` structures under ``records[i]``, conditioned on ``conditions``
     (one row per record, columns = the DiT's properties, NaN = unconditional).
 
     Classifier guidance with the property oracle's gradient (``unimdm_jax.gradients``) when
     ``oracle_scale > 0``: ``oracle_targets[i]`` is the wanted value of ``oracle_property`` under
     record i, ``oracle_sigma`` the width of the Gaussian likelihood around it,
-    ``oracle_lattice_safeguards`` as in :func:`generate`.
+    ``oracle_safeguards`` as in :func:`generate`.
 
     Returns ``[(structure, record_index), ...]`` in record order."""
     from unimdm_jax.data.preprocess import CrystalDataset
@@ -385,7 +385,7 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
                         oracle_targets=np.asarray(oracle_targets, np.float64)[owner],
                         oracle_property_index=list(oracle.property_names).index(oracle_property),
                         classifier_scale=oracle_scale, classifier_sigma=oracle_sigma,
-                        classifier_lattice_safeguards=oracle_lattice_safeguards)
+                        classifier_safeguards=oracle_safeguards)
     structures, _ = sample_dataset(dit.model, dit.params, dit.config, dataset, batch_size=min(batch_size, len(crystals)),
                                    seed=seed, guidance_scale=guidance_scale, step_lr=step_lr, property_values=values,
                                    progress=progress, **guidance)
@@ -424,7 +424,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
              step_lr: float = 1e-5, dit_checkpoint=None, symmetry_model=None, oracle_checkpoint=None,
              composition_mode: str = "auto", device: str = "cpu", unconditional: bool = False,
              allow_extrapolation: bool = False, deduplicate: bool = True, batch_size: int = 32,
-             oracle_guidance: float = 0.0, oracle_sigma: float = 0.5, oracle_lattice_safeguards: bool = True,
+             oracle_guidance: float = 0.0, oracle_sigma: float = 0.5, oracle_safeguards: bool = True,
              progress: bool = True, log=None) -> GenerationResult:
     """Generate crystals for a composition and a target property (see the module docstring).
 
@@ -435,10 +435,11 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     ``guidance_scale`` w > 0 is classifier-free guidance: (1 + w) cond - w uncond.
     ``oracle_guidance`` s > 0 adds classifier guidance: s times the gradient of the Gaussian
     log-likelihood of the target under the property oracle (width ``oracle_sigma``) with
-    respect to the coordinates and the lattice, at every step. With ``oracle_lattice_safeguards``
+    respect to the coordinates and the lattice, at every step. With ``oracle_safeguards``
     (default) its lattice part leaves the cell volume alone and moves the predicted lattice noise
-    by at most one noise norm per step (``gradients.oracle_guidance``, ``sampler.sample``);
-    ``False`` is the unguarded form of Dhariwal & Nichol.
+    by at most one noise norm per step, and its coordinate part moves each Wyckoff orbit's score
+    by at most one score norm (``gradients.oracle_guidance``, ``sampler.sample``); ``False`` is
+    the unguarded form of Dhariwal & Nichol.
     """
     say = log or (lambda message: None)
     started = time.perf_counter()
@@ -500,7 +501,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
             raise GenerationError("oracle guidance needs a property oracle and a target it predicts")
         guided = dict(oracle=oracle, oracle_property=wanted[0], oracle_targets=[targets[wanted[0]]] * len(records),
                       oracle_scale=oracle_guidance, oracle_sigma=oracle_sigma,
-                      oracle_lattice_safeguards=oracle_lattice_safeguards)
+                      oracle_safeguards=oracle_safeguards)
     sampled = sample_under_records(dit, records, counts, condition, seed=seed, guidance_scale=guidance_scale,
                                    step_lr=step_lr, batch_size=batch_size, progress=progress, **guided)
     from unimdm_jax.metrics import is_plausible, is_sane
@@ -526,7 +527,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     settings = {
         "formula": formula, "targets": targets, "n": n, "top_k": top_k, "seed": seed,
         "guidance_scale": guidance_scale, "oracle_guidance": oracle_guidance, "oracle_sigma": oracle_sigma,
-        "oracle_lattice_safeguards": oracle_lattice_safeguards,
+        "oracle_safeguards": oracle_safeguards,
         "step_lr": step_lr, "unconditional": unconditional,
         "crystal_dit": dit.name, "timesteps": dit.config.diffusion.timesteps,
         "oracle": None if oracle is None else getattr(oracle, "name", DEFAULT_ORACLE),

@@ -149,11 +149,20 @@ class Oracle:
         return predictions
 
     def predict_structures(self, structures, batch_size: int = 64, standardize: bool = True) -> np.ndarray:
-        """(n, P) predictions (columns: ``property_names``) for pymatgen Structures."""
+        """(n, P) predictions (columns: ``property_names``) for pymatgen Structures; NaN rows
+        for cells that are not ``metrics.is_sane`` (non-finite or collapsed: a diverged
+        sampler's output, which the oracle cannot featurize and spglib can crash the process on)."""
+        from unimdm_jax.metrics import is_sane
+
         structures = list(structures)
-        if standardize:
-            structures = [conventional_standard(s) for s in structures]
-        return self.predict_dataset(dataset_from_structures(structures), batch_size)
+        predictions = np.full((len(structures), len(self.property_names)), np.nan, np.float32)
+        sane = [i for i, s in enumerate(structures) if is_sane(s)]
+        if sane:
+            chosen = [structures[i] for i in sane]
+            if standardize:
+                chosen = [conventional_standard(s) for s in chosen]
+            predictions[sane] = self.predict_dataset(dataset_from_structures(chosen), batch_size)
+        return predictions
 
 
 def load_oracle(path: Path | str | None = None) -> Oracle:

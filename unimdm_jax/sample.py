@@ -44,9 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--oracle-guidance", type=float, default=0.0,
                         help="classifier guidance scale with the property oracle's gradient (0: off)")
     parser.add_argument("--oracle-sigma", type=float, default=0.5, help="width of the oracle likelihood (property units)")
-    parser.add_argument("--oracle-raw-lattice", action="store_true",
-                        help="oracle guidance without the lattice safeguards (by default it keeps the cell volume "
-                             "and moves the lattice noise by at most one noise norm per step)")
+    parser.add_argument("--oracle-unbounded", action="store_true",
+                        help="oracle guidance without the safeguards (by default it keeps the cell volume and moves "
+                             "the lattice noise and each orbit's score by at most one norm per step)")
     parser.add_argument("--unconditional", action="store_true", help="ignore the target in the Crystal DiT (null condition)")
     parser.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step size")
     parser.add_argument("--composition-mode", choices=("auto", "cell", "reduced"), default="auto",
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
             device=args.device, unconditional=args.unconditional,
             allow_extrapolation=args.allow_extrapolation, deduplicate=not args.no_dedup,
             batch_size=args.batch_size, oracle_guidance=args.oracle_guidance, oracle_sigma=args.oracle_sigma,
-            oracle_lattice_safeguards=not args.oracle_raw_lattice, progress=not args.quiet, log=log,
+            oracle_safeguards=not args.oracle_unbounded, progress=not args.quiet, log=log,
         )
         out = result.write(args.out, overwrite=args.overwrite)
     except GenerationError as error:

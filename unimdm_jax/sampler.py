@@ -28,6 +28,13 @@ Classifier guidance (Dhariwal & Nichol 2021) with a differentiable property orac
   and unbounded, one DDPM step moves k by beta_t s grad_k: with s = 10 and sigma = 0.5 eV the
   lattice of MP-20 test crystals ran off to 129 x 9 x 0.03 A cells (benchmarks/README.md).
   ``jnp.inf`` removes the bound.
+- the coordinate term is bounded the same way, per Wyckoff orbit: the anchor's shift
+  s A(grad_x) has norm at most ``classifier_max_coordinate_shift`` times
+  sqrt(d_a sigma_norm_t), the expected norm of the wrapped-normal score of an anchor with
+  d_a free directions (sigma_norm_t = E|score|^2 per direction), and every atom of the
+  orbit is scaled by its anchor's factor, so the orbit stays consistent. Unbounded, the
+  oracle's gradient between two close atoms pulled them onto each other (0.006 A apart,
+  benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from unimdm_jax.objective import DiffusionConfig, Schedules
 K_LIMIT = 10.0
 #: Default bound of the classifier's lattice shift, in noise norms per step (module docstring).
 MAX_LATTICE_SHIFT = 1.0
+#: Default bound of the classifier's coordinate shift, in score norms per orbit (module docstring).
+MAX_COORDINATE_SHIFT = 1.0
 
 
 def _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale):
@@ -58,7 +67,7 @@ def _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, gu
 @functools.partial(jax.jit, static_argnames=("model", "config", "guidance_scale", "step_lr"))
 def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, properties, use_condition,
            guidance_scale: float = 0.0, step_lr: float = 1e-5, classifier=None, classifier_scale=0.0,
-           classifier_max_lattice_shift=MAX_LATTICE_SHIFT):
+           classifier_max_lattice_shift=MAX_LATTICE_SHIFT, classifier_max_coordinate_shift=MAX_COORDINATE_SHIFT):
     """Sample coordinates and lattices for a padded batch whose composition, Wyckoff
     operations and space groups are given. Returns ``(frac_coords (N, 3), k (G, 6))``.
 
@@ -68,13 +77,16 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
     argument: its arrays (oracle parameters, targets) can change without recompiling, and
     only the wrapped function is part of the compilation key (wrap a plain function as
     ``Partial(fn)``). ``classifier_scale`` s (traced): the weight of its gradient;
-    ``classifier_max_lattice_shift`` (traced): the bound on its lattice term (module docstring)."""
+    ``classifier_max_lattice_shift`` and ``classifier_max_coordinate_shift`` (traced): the
+    bounds on its lattice and coordinate terms (module docstring; ``jnp.inf``: unbounded)."""
     nodes, glob = graphs.nodes, graphs.globals
     ops, ops_pinv, anchor = nodes["wyckoff_ops"], nodes["ops_rotation_pinv"], nodes["anchor"]
     num_graphs = glob["spacegroup"].shape[0]
     node_mask = nodes["mask"][:, None]
     k_mask, k_bias = schedules.k_mask[glob["spacegroup"]], schedules.k_bias[glob["spacegroup"]]
     sigmas, norms = schedules.ve.sigmas, schedules.ve.sigmas_norm
+    # free directions of each atom's anchor: trace of the projector R_a R_a^+
+    anchor_free_dims = jnp.einsum("nij,nji->n", wyckoff.rotation(ops), ops_pinv)[anchor]
 
     init_key, loop_key = jax.random.split(key)
     x_key, k_key = jax.random.split(init_key)
@@ -92,8 +104,13 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
         if classifier is None:
             return score, eps_hat
         grad_x, grad_k = classifier(graphs, x, k)
-        anchor_grad = gradients.anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
-        score = score + classifier_scale * anchor_grad
+        coordinate_shift = classifier_scale * gradients.anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
+        anchor_norm = jnp.linalg.norm(coordinate_shift, axis=-1)[anchor]  # the orbit's anchor row
+        coordinate_limit = classifier_max_coordinate_shift * jnp.sqrt(anchor_free_dims * norms[t])
+        # (a where, not a min: a fixed site with an unbounded limit gives inf * 0 = NaN)
+        factor = jnp.where(anchor_norm > coordinate_limit, coordinate_limit / jnp.maximum(anchor_norm, 1e-12), 1.0)
+        coordinate_shift = coordinate_shift * factor[:, None]
+        score = score + coordinate_shift
         shift = classifier_scale * jnp.sqrt(1.0 - schedules.ddpm.alphas_cumprod[t]) * grad_k * k_mask
         norm = jnp.linalg.norm(shift, axis=-1, keepdims=True)
         limit = classifier_max_lattice_shift * jnp.sqrt(jnp.sum(k_mask, axis=-1, keepdims=True))
