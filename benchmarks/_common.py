@@ -2,51 +2,20 @@
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
-
-def machine() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        import jax
-
-        info["jax"] = jax.__version__
-        info["jax_devices"] = [str(d) for d in jax.devices()]
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        with open("/proc/meminfo") as handle:
-            info["memory_kb"] = int(handle.readline().split()[1])
-    except OSError:
-        pass
-    return info
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
-    except Exception:  # noqa: BLE001
-        return None
+from unimdm_jax import provenance
 
 
 def write_result(path: Path, result: dict) -> None:
     result = {
         **result,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(),
-        "git_commit": git_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": provenance.machine(),
+        "git_commit": provenance.git_commit(),
+        "date": provenance.utc_now(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -83,10 +83,10 @@ def main() -> None:
     true_structures = [dataset[i].structure() for i in range(len(dataset))]
     oracle_on_truth = np.asarray(oracle.predict_structures(true_structures))[:, column]
 
-    modes = [("unconditional", None, 0.0), ("conditional", 0.0, 0.0)]
-    modes += [(f"cfg_w{w:g}", w, 0.0) for w in args.guidance if w > 0]
+    # (name, classifier-free scale w (None: unconditional), oracle scale s, safeguards)
+    modes = [("unconditional", None, 0.0, True), ("conditional", 0.0, 0.0, True)]
+    modes += [(f"cfg_w{w:g}", w, 0.0, True) for w in args.guidance if w > 0]
     safeguard_options = {"on": [True], "off": [False], "both": [True, False]}[args.oracle_safeguards]
-    modes = [(name, w, 0.0, True) for name, w, _ in modes]
     modes += [(f"oracle_guided_s{s:g}" + ("" if bounded else "_unbounded"), 0.0, s, bounded)
               for s in args.oracle_guidance if s > 0 for bounded in safeguard_options]
     true_volume = np.asarray([s.volume / len(s) for s in true_structures])

@@ -36,12 +36,8 @@ Baselines (no LM; fitted on the training split, ``--train-split`` or ``--train-c
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -306,28 +302,6 @@ def _table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _machine(device: str) -> dict:
-    """Where the numbers were made (recorded beside them in ``--out``)."""
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "device": device}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        pass
-    return info
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL, cwd=Path(__file__).parent).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm_torch.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", required=True, help="CDVAE CSV of the rows to evaluate on (e.g. test.csv.gz)")
@@ -343,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args(argv)
+    from unimdm_jax import provenance
+
     from .dataset import csv_records, split_records
     from .predict import Predictor, default_model_dir
 
@@ -378,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                      "property": property_name, "composition_mode": "cell"},
             "command": " ".join(["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]),
             "results": results,
-            "machine": _machine(args.device),
-            "git_commit": _git_commit(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": {**provenance.machine(("torch",)), "device": args.device},
+            "git_commit": provenance.git_commit(),
+            "date": provenance.utc_now(),
         }
         if note:
             payload["note"] = note

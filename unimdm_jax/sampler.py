@@ -55,6 +55,13 @@ MAX_LATTICE_SHIFT = 1.0
 MAX_COORDINATE_SHIFT = 1.0
 
 
+def _shrink_to(norm, limit):
+    """The factor that scales a vector of length ``norm`` to at most ``limit`` (1 when it is
+    within; a ``where``, not a min, so an unbounded limit times zero free directions, inf * 0 =
+    NaN, leaves the vector alone instead of turning it NaN)."""
+    return jnp.where(norm > limit, limit / jnp.maximum(norm, 1e-12), 1.0)
+
+
 def _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale):
     """Network outputs, with classifier-free guidance when guidance_scale != 0."""
     conditional = model.apply(params, graphs, x, k, t_graph, properties, use_condition)
@@ -107,14 +114,11 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
         coordinate_shift = classifier_scale * gradients.anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
         anchor_norm = jnp.linalg.norm(coordinate_shift, axis=-1)[anchor]  # the orbit's anchor row
         coordinate_limit = classifier_max_coordinate_shift * jnp.sqrt(anchor_free_dims * norms[t])
-        # (a where, not a min: a fixed site with an unbounded limit gives inf * 0 = NaN)
-        factor = jnp.where(anchor_norm > coordinate_limit, coordinate_limit / jnp.maximum(anchor_norm, 1e-12), 1.0)
-        coordinate_shift = coordinate_shift * factor[:, None]
+        coordinate_shift = coordinate_shift * _shrink_to(anchor_norm, coordinate_limit)[:, None]
         score = score + coordinate_shift
         shift = classifier_scale * jnp.sqrt(1.0 - schedules.ddpm.alphas_cumprod[t]) * grad_k * k_mask
-        norm = jnp.linalg.norm(shift, axis=-1, keepdims=True)
-        limit = classifier_max_lattice_shift * jnp.sqrt(jnp.sum(k_mask, axis=-1, keepdims=True))
-        shift = shift * jnp.minimum(1.0, limit / jnp.maximum(norm, 1e-12))
+        limit = classifier_max_lattice_shift * jnp.sqrt(jnp.sum(k_mask, axis=-1))
+        shift = shift * _shrink_to(jnp.linalg.norm(shift, axis=-1), limit)[:, None]
         return score, eps_hat - shift
 
     def step(carry, t):

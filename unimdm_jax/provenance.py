@@ -1,0 +1,51 @@
+"""Where and when a number was made: recorded beside results (benchmarks, ``llm_torch.evaluate``)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def machine(frameworks: tuple[str, ...] = ("jax",)) -> dict:
+    """Platform, CPU and memory, plus the version and devices of each framework asked for
+    (``"jax"``, ``"torch"``; only those are imported)."""
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    if "jax" in frameworks:
+        try:
+            import jax
+
+            info["jax"] = jax.__version__
+            info["jax_devices"] = [str(d) for d in jax.devices()]
+        except Exception:  # noqa: BLE001 - a missing or broken backend is recorded as absent
+            pass
+    if "torch" in frameworks:
+        try:
+            import torch
+
+            info["torch"] = torch.__version__
+            info["torch_threads"] = torch.get_num_threads()
+        except ImportError:
+            pass
+    try:
+        with open("/proc/meminfo") as handle:
+            info["memory_kb"] = int(handle.readline().split()[1])
+    except OSError:
+        pass
+    return info
+
+
+def git_commit() -> str | None:
+    """Short HEAD of the checkout this package runs from (None outside git)."""
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL,
+                                       cwd=Path(__file__).parent).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
