@@ -6,6 +6,8 @@ Data:  instruction examples of the MP-20 training policy's `train` split (train_
        1,001-9,047, 28,218 crystals), composition mode mixed (cell counts / reduced formula by a
        hash of the material id); model selection on `holdout` (val rows 1-1,000); test untouched.
        Needs the symmetrized cache (UNIMDM_CACHE, `python -m unimdm_jax.data preprocess`).
+Stage: the first of two; the embedded model is this one continued by configs/llm_small_glm4_bg_continue.py
+       (run this one with --set export_dir=workdirs/export/small_glm4_bg_stage1 for that).
 Model: Glm4ForCausalLM, hidden 256, 4 layers, 4 heads, MLP 688, a 3,072-token byte-level BPE
        trained on the same examples; ~19 MB float32 safetensors. Exported to
        llm_torch/checkpoints/small_glm4_bg (the embedded model `python -m llm_torch.predict` uses).

@@ -4,6 +4,9 @@ fine-tuned, every weight, on the same crystals with the formation energy per ato
 prompt instead of the band gap.
 
 Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set num_threads=2
+       (the shipped model was fine-tuned from the first-stage, 3-epoch band-gap model, before the
+       band-gap model's second stage (configs/llm_small_glm4_bg_continue.py); to reproduce it exactly
+       add --set base_model=workdirs/export/small_glm4_bg_stage1; its card's base_model_card says which)
        (add --set device=cuda on a GPU; the run resumes from workdirs/llm_small_glm4_fm/checkpoints;
        for a from-scratch FM model use configs/llm_small_glm4_bg.py with
        --set property_name=formation_energy_per_atom --set output_dir=... --set export_dir=...)

@@ -10,7 +10,8 @@ Splits (``unimdm_jax.data.preprocess.load_policy_split``, symmetrized and cached
 per crystal that has the property: ``{"instruction", "input", "output", "meta"}`` (alpaca) or
 ``{"messages", "meta"}`` (chat). ``--composition-mode mixed`` (default) writes cell counts for
 about half of the crystals and only the reduced formula for the others (chosen by a hash of the
-material id, so it is stable), which teaches the model both ways of being asked.
+material id, so it is stable), which teaches the model both ways of being asked; ``both`` writes
+every crystal twice, once in each mode (twice the examples per epoch).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ __all__ = [
     "SPLITS",
     "as_alpaca",
     "build_examples",
-    "composition_mode_for",
+    "COMPOSITION_MODES",
+    "composition_modes_for",
     "csv_records",
     "examples_from_records",
     "main",
@@ -41,19 +43,27 @@ __all__ = [
 SPLITS = ("train", "holdout", "test", "test_1k")
 
 
-def composition_mode_for(material_id: str, mode: str) -> str:
-    """``cell`` / ``reduced`` for one crystal; ``mixed`` picks by CRC32 of the id (even: cell)."""
+COMPOSITION_MODES = ("mixed", "both", "cell", "reduced")
+
+
+def composition_modes_for(material_id: str, mode: str) -> tuple[str, ...]:
+    """The prompt modes (``cell`` / ``reduced``) one crystal is written in.
+
+    ``mixed``: one, picked by CRC32 of the id (even: cell); ``both``: both; ``cell`` / ``reduced``: that one.
+    """
     if mode in ("cell", "reduced"):
-        return mode
+        return (mode,)
+    if mode == "both":
+        return ("cell", "reduced")
     if mode != "mixed":
-        raise ValueError(f"composition mode must be cell, reduced or mixed, got {mode!r}")
-    return "cell" if zlib.crc32(str(material_id).encode()) % 2 == 0 else "reduced"
+        raise ValueError(f"composition mode must be one of {', '.join(COMPOSITION_MODES)}, got {mode!r}")
+    return ("cell",) if zlib.crc32(str(material_id).encode()) % 2 == 0 else ("reduced",)
 
 
 def examples_from_records(
     records: Iterable[Any], property_name: str, *, composition_mode: str = "mixed", fmt: str = "alpaca"
 ) -> Iterator[dict]:
-    """One example per record that has ``property_name`` (others are skipped)."""
+    """One example per record that has ``property_name`` (others are skipped); two with ``composition_mode="both"``."""
     name = canonical_property(property_name)
     if fmt not in ("alpaca", "chat"):
         raise ValueError(f"format must be alpaca or chat, got {fmt!r}")
@@ -62,20 +72,20 @@ def examples_from_records(
         if value is None:
             continue
         material_id = record.provenance.id or ""
-        mode = composition_mode_for(material_id, composition_mode)
-        example = build_example(record, property_name=name, composition_mode=mode)
-        meta = {
-            "id": material_id,
-            "property": name,
-            "value": value,
-            "composition_mode": mode,
-            "counts": dict(record.composition.counts),
-            "space_group": record.space_group.number,
-        }
-        if fmt == "chat":
-            yield {"messages": to_chat(example), "meta": meta}
-        else:
-            yield {**example, "meta": meta}
+        for mode in composition_modes_for(material_id, composition_mode):
+            example = build_example(record, property_name=name, composition_mode=mode)
+            meta = {
+                "id": material_id,
+                "property": name,
+                "value": value,
+                "composition_mode": mode,
+                "counts": dict(record.composition.counts),
+                "space_group": record.space_group.number,
+            }
+            if fmt == "chat":
+                yield {"messages": to_chat(example), "meta": meta}
+            else:
+                yield {**example, "meta": meta}
 
 
 def split_records(split: str, root: str | None = None, limit: int | None = None) -> list:
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--property", default="band_gap", help="band_gap or formation_energy")
     parser.add_argument("--out", required=True, help="output JSONL file")
     parser.add_argument("--format", choices=("alpaca", "chat"), default="alpaca")
-    parser.add_argument("--composition-mode", choices=("mixed", "cell", "reduced"), default="mixed")
+    parser.add_argument("--composition-mode", choices=COMPOSITION_MODES, default="mixed")
     parser.add_argument("--limit", type=int, default=None, help="first N crystals only")
     parser.add_argument("--data-root", default=None, help="data root (default: $UNIMDM_DATA or ../shared/data)")
     args = parser.parse_args(argv)

@@ -36,6 +36,7 @@ Baselines (no LM; fitted on the training split, ``--train-split`` or ``--train-c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .constraints import CompositionSpec, is_feasible, repair
+from .predict import add_ranking_arguments
 from .prompts import canonical_property, format_output
 
 __all__ = [
@@ -155,42 +157,23 @@ class NearestCompositionBaseline:
     name = "nearest_composition"
 
     def __init__(self, train_records, property_name: str = "band_gap", pool: int = 200):
-        import numpy as np
+        from .neighbours import CompositionNeighbours
 
-        from unimdm_jax.schema import ELEMENT_SYMBOLS
-
-        self.index = {e: i for i, e in enumerate(ELEMENT_SYMBOLS)}
         self.records = list(train_records)
         self.property_name = canonical_property(property_name)
         self.pool = pool
-        vectors = np.zeros((len(self.records), len(ELEMENT_SYMBOLS)), np.float32)
-        values = np.full(len(self.records), np.nan)
-        for i, r in enumerate(self.records):
-            total = sum(r.composition.counts.values())
-            for e, n in r.composition.counts.items():
-                vectors[i, self.index[e]] = n / total
-            v = r.property(self.property_name)
-            values[i] = np.nan if v is None else v
-        self.vectors, self.values = vectors, values
+        self.table = CompositionNeighbours.from_records(self.records, (self.property_name,))
         self.prior = letter_prior(self.records)
         self.frequency_order = [sg for sg, _ in Counter(r.space_group.number for r in self.records).most_common()]
-
-    def _vector(self, spec: CompositionSpec):
-        import numpy as np
-
-        v = np.zeros(self.vectors.shape[1], np.float32)
-        total = sum(spec.counts)
-        for e, n in zip(spec.elements, spec.counts):
-            v[self.index[e]] = n / total
-        return v
 
     def neighbours(self, spec: CompositionSpec, value: float | None) -> list[int]:
         import numpy as np
 
-        distance = np.abs(self.vectors - self._vector(spec)).sum(1)
+        distance = self.table.distances(spec.count_dict)
         k = min(self.pool, len(distance))
         candidates = np.argpartition(distance, k - 1)[:k]
-        gap = np.abs(self.values[candidates] - value) if value is not None else np.zeros(k)
+        values = self.table.values[self.property_name]
+        gap = np.abs(values[candidates] - value) if value is not None else np.zeros(k)
         gap = np.where(np.isnan(gap), np.inf, gap)
         order = sorted(range(k), key=lambda j: (round(float(distance[candidates[j]]), 6), gap[j], int(candidates[j])))
         return [int(candidates[j]) for j in order]
@@ -313,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-csv", help="fit the baselines on this CSV instead")
     parser.add_argument("--baselines-only", action="store_true")
     parser.add_argument("--no-constraints", action="store_true", help="LM: free decoding + repair")
+    add_ranking_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="write the results as JSON")
@@ -320,13 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     from unimdm_jax import provenance
 
     from .dataset import csv_records, split_records
-    from .predict import Predictor, default_model_dir
+    from .predict import InputError, Predictor, default_model_dir, ranking_from_args
 
     try:
+        ranking, table = ranking_from_args(args)
         property_name = canonical_property(args.property)
         records = csv_records(args.csv, args.limit)
         train = csv_records(args.train_csv) if args.train_csv else split_records(args.train_split)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, InputError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
     predictors: list[Any] = [MostFrequentBaseline(train), NearestCompositionBaseline(train, property_name)]
@@ -337,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(max(1, args.threads))
-            predictors.append(LMPredictor(Predictor.from_dir(model_dir, args.device), constrained=not args.no_constraints))
+            predictor = Predictor.from_dir(model_dir, args.device, neighbours=None, ranking=ranking)
+            predictor.neighbours = table
+            predictors.append(LMPredictor(predictor, constrained=not args.no_constraints))
         elif args.model:
             print(f"error: no model in {model_dir}", file=sys.stderr)
             return 1
@@ -352,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "data": {"rows": args.csv, "limit": args.limit, "train": args.train_csv or args.train_split,
                      "property": property_name, "composition_mode": "cell"},
+            "ranking": {**dataclasses.asdict(ranking), "neighbours": table.source if table is not None else None},
             "command": " ".join(["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]),
             "results": results,
             "machine": {**provenance.machine(("torch",)), "device": args.device},

@@ -59,7 +59,7 @@ class FinetuneConfig:
     export_dir: str | None = None  # default: output_dir/final
     # data
     property_name: str = "band_gap"
-    composition_mode: str = "mixed"  # mixed | cell | reduced
+    composition_mode: str = "mixed"  # mixed | both | cell | reduced (llm_torch.dataset)
     train_split: str | None = "train"
     eval_split: str | None = "holdout"
     train_jsonl: str | None = None

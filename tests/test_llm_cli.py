@@ -35,6 +35,9 @@ def run_predict(*args, cwd=REPO):
         (["--formula", "NaCl", "--band-gap", "1", "--formation-energy", "-1"], "exactly one target"),
         (["--formula", "NaCl", "--band-gap", "nan"], "finite"),
         (["--formula", "H500", "--band-gap", "1"], "at most"),
+        (["--formula", "NaCl", "--band-gap", "1", "--prior-weight", "-1"], "--prior-weight"),
+        (["--formula", "NaCl", "--band-gap", "1", "--num-beams", "0"], "--num-beams"),
+        (["--formula", "NaCl", "--band-gap", "1", "--neighbours", "missing.npz"], "cannot read composition table"),
     ],
 )
 def test_predict_bad_input(tmp_path, args, fragment):

@@ -102,3 +102,20 @@ def test_build_example_validates_record(records):
     with pytest.raises(ValueError):
         build_example(bad)
     validate_record(records[0])
+
+
+def test_composition_modes_of_the_training_data(records):
+    from llm_torch.dataset import examples_from_records
+
+    mixed = list(examples_from_records(records, "band_gap", composition_mode="mixed"))
+    both = list(examples_from_records(records, "band_gap", composition_mode="both"))
+    assert len(both) == 2 * len(mixed)
+    # every crystal once per mode, same answer in both; mixed takes exactly one of the two
+    by_id = {}
+    for row in both:
+        by_id.setdefault(row["meta"]["id"], {})[row["meta"]["composition_mode"]] = row
+    assert all(set(v) == {"cell", "reduced"} and v["cell"]["output"] == v["reduced"]["output"] for v in by_id.values())
+    assert all(row["input"] == by_id[row["meta"]["id"]][row["meta"]["composition_mode"]]["input"] for row in mixed)
+    assert {row["meta"]["composition_mode"] for row in mixed} == {"cell", "reduced"}
+    with pytest.raises(ValueError, match="composition mode"):
+        list(examples_from_records(records, "band_gap", composition_mode="half"))

@@ -177,6 +177,38 @@ def test_predictor_top_k_records(tiny_model, tokenizer):
         assert not any(h.repaired for h in prediction.hypotheses)
 
 
+def test_predictor_ranks_by_logprob_plus_weighted_neighbour_prior(tiny_model, tokenizer):
+    import math
+
+    import numpy as np
+
+    from llm_torch.neighbours import CompositionNeighbours
+    from llm_torch.predict import Predictor, Ranking
+    from unimdm_jax.schema import ELEMENT_SYMBOLS
+
+    spec = parse_composition("Na4Cl4")
+    alone = Predictor(tiny_model, tokenizer, ranking=Ranking(candidates=6, prior_weight=0.0)).predict(spec, "band_gap", 2.0, top_k=6)
+    groups = [h.space_group for h in alone.hypotheses]
+    assert all(h.score == h.logprob for h in alone.hypotheses)
+    # a table in which every NaCl-like crystal has the group the LM ranks last
+    favourite = groups[-1]
+    fractions = np.zeros((3, len(ELEMENT_SYMBOLS)), np.float32)
+    fractions[:, ELEMENT_SYMBOLS.index("Na")] = fractions[:, ELEMENT_SYMBOLS.index("Cl")] = 0.5
+    table = CompositionNeighbours(fractions, [favourite] * 3)
+    ranking = Ranking(candidates=6, prior_weight=2.0, prior_k=3, prior_tau=0.2, prior_floor=1e-3)
+    ranked = Predictor(tiny_model, tokenizer, neighbours=table, ranking=ranking).predict(spec, "band_gap", 2.0, top_k=6)
+    assert {h.key() for h in ranked.hypotheses} == {h.key() for h in alone.hypotheses}  # same candidates
+    logprob = {h.key(): h.logprob for h in alone.hypotheses}
+    for h in ranked.hypotheses:
+        prior = 1.0 if h.space_group == favourite else 0.0
+        assert h.logprob == pytest.approx(logprob[h.key()], abs=1e-4)
+        assert h.score == pytest.approx(h.logprob + 2.0 * math.log(prior + 1e-3), abs=1e-4)
+    expected = sorted(ranked.hypotheses, key=lambda h: -h.score)
+    assert [h.key() for h in ranked.hypotheses] == [h.key() for h in expected]
+    if alone.hypotheses[0].logprob - alone.hypotheses[-1].logprob < 2.0 * math.log(1 / 1e-3):
+        assert ranked.hypotheses[0].space_group == favourite
+
+
 def _config(tmp_path, jsonl, **kw):
     from llm_torch.finetune import FinetuneConfig
 

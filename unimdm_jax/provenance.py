@@ -39,12 +39,17 @@ def machine(frameworks: tuple[str, ...] = ("jax",)) -> dict:
 
 
 def git_commit() -> str | None:
-    """Short HEAD of the checkout this package runs from (None outside git)."""
+    """Short HEAD of the checkout this package runs from, ``+dirty`` when tracked files differ from
+    it (numbers then come from uncommitted code); None outside git."""
+    here = Path(__file__).parent
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL,
-                                       cwd=Path(__file__).parent).strip()
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL,
+                                       cwd=here).strip()
+        changes = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], text=True,
+                                          stderr=subprocess.DEVNULL, cwd=here).strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+    return head + ("+dirty" if changes else "")
 
 
 def utc_now() -> str:
