@@ -322,8 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(max(1, args.threads))
-            predictor = Predictor.from_dir(model_dir, args.device, neighbours=None, ranking=ranking)
-            predictor.neighbours = table
+            predictor = Predictor.from_dir(model_dir, args.device, neighbours=table, ranking=ranking)
             predictors.append(LMPredictor(predictor, constrained=not args.no_constraints))
         elif args.model:
             print(f"error: no model in {model_dir}", file=sys.stderr)

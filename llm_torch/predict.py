@@ -91,7 +91,7 @@ class Ranking:
     from 0.416 to 0.424 (tuned on one half of the holdout, the best setting gained +3.6 and +1.8
     points of top-1 on the other half). ``num_beams`` is the beam width of the assignment decoding:
     4 beams instead of greedy decoding took the first 300 holdout rows from 0.680 / 0.443 to
-    0.700 / 0.500 (top-1 / exact, with the prior) at about twice the time.
+    0.700 / 0.500 (top-1 / exact, with the prior); its cost, measured under stated conditions, is in the README.
     """
 
     candidates: int = 8  # groups whose assignment is decoded (at least top_k)
@@ -184,14 +184,14 @@ class Predictor:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str = "cpu", dtype: str = "auto", trust_remote_code: bool = False,
-                 neighbours: str | Path | None = "default", ranking: Ranking | None = None):
-        """Load a model folder. ``neighbours``: a composition table (:mod:`llm_torch.neighbours`) for the
-        ranking prior: ``"default"`` = the embedded MP-20 table, a path, or None (no prior)."""
+                 neighbours="default", ranking: Ranking | None = None):
+        """Load a model folder. ``neighbours``: the composition table (:mod:`llm_torch.neighbours`) of the
+        ranking prior: ``"default"`` = the embedded MP-20 table, a path, a loaded table, or None (no prior)."""
         from .model import load_for_inference
         from .neighbours import DEFAULT_TABLE, CompositionNeighbours
 
-        table = None
-        if neighbours is not None:
+        table = neighbours
+        if isinstance(neighbours, (str, Path)):
             table = CompositionNeighbours.load(DEFAULT_TABLE if neighbours == "default" else neighbours)
         model, tokenizer, card = load_for_inference(model_dir, device, dtype, trust_remote_code)
         return cls(
@@ -552,9 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-        predictor = Predictor.from_dir(model_dir, args.device, args.dtype, args.trust_remote_code, neighbours=None,
+        predictor = Predictor.from_dir(model_dir, args.device, args.dtype, args.trust_remote_code, neighbours=table,
                                        ranking=ranking)
-        predictor.neighbours = table
     except (OSError, RuntimeError, ValueError) as error:
         return _fail(f"cannot load model {model_dir}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
