@@ -59,6 +59,7 @@ __all__ = [
     "evaluate_predictor",
     "letter_prior",
     "main",
+    "model_identity",
     "rouge_l",
     "rouge_n",
 ]
@@ -276,6 +277,30 @@ def evaluate_model_on_split(model, tokenizer, split: str, property_name: str, *,
     return metrics
 
 
+def model_identity(model_dir: str | Path) -> dict:
+    """What a results file needs to name the evaluated weights: the folder, the SHA-256 of every
+    safetensors file in it, and the model card's name, creation time and training command (a
+    folder path alone does not say which of several trainings was copied there)."""
+    import hashlib
+
+    folder = Path(model_dir)
+    identity: dict[str, Any] = {"path": str(model_dir), "weights_sha256": {}}
+    for weights in sorted(folder.glob("*.safetensors")):
+        digest = hashlib.sha256()
+        with open(weights, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        identity["weights_sha256"][weights.name] = digest.hexdigest()
+    card_path = folder / "model_card.json"
+    if card_path.exists():
+        try:
+            card = json.loads(card_path.read_text())
+            identity["card"] = {k: card[k] for k in ("name", "created", "command", "exported_as") if k in card}
+        except (OSError, ValueError):  # the identity is informative; a bad card was reported when loading
+            identity["card"] = None
+    return identity
+
+
 def _table(results: dict[str, dict]) -> str:
     cols = ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity", "repair_rate", "rows", "seconds")
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -316,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     predictors: list[Any] = [MostFrequentBaseline(train), NearestCompositionBaseline(train, property_name)]
     note = None
+    evaluated_model = None
     if not args.baselines_only:
         model_dir = Path(args.model) if args.model else default_model_dir(property_name)
         if (model_dir / "config.json").exists() or (model_dir / "adapter_config.json").exists():
@@ -324,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(max(1, args.threads))
             predictor = Predictor.from_dir(model_dir, args.device, neighbours=table, ranking=ranking)
             predictors.append(LMPredictor(predictor, constrained=not args.no_constraints))
+            evaluated_model = model_identity(model_dir)
         elif args.model:
             print(f"error: no model in {model_dir}", file=sys.stderr)
             return 1
@@ -339,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": {"rows": args.csv, "limit": args.limit, "train": args.train_csv or args.train_split,
                      "property": property_name, "composition_mode": "cell"},
             "ranking": {**dataclasses.asdict(ranking), "neighbours": table.source if table is not None else None},
+            "model": evaluated_model,
             "command": " ".join(["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]),
             "results": results,
             "machine": {**provenance.machine(("torch",)), "device": args.device},

@@ -119,6 +119,21 @@ def test_evaluate_cli_baselines(tmp_path, monkeypatch, records):
     assert payload["results"]["most_frequent"]["rows"] == 20
     assert payload["data"]["composition_mode"] == "cell" and payload["command"].startswith("python -m llm_torch.evaluate")
     assert payload["machine"]["cpu_count"] >= 1 and payload["date"].startswith("20")  # where and when, beside the numbers
+    assert payload["model"] is None  # no language model was evaluated
+
+
+def test_model_identity_names_the_weights_by_their_sha256(tmp_path):
+    """The results file names the evaluated weights by content: SHA-256 of b"abc" is the FIPS 180-2 test vector."""
+    from llm_torch.evaluate import model_identity
+
+    (tmp_path / "model.safetensors").write_bytes(b"abc")
+    (tmp_path / "model_card.json").write_text(json.dumps({"name": "m", "command": "train it", "metrics": {}}))
+    identity = model_identity(tmp_path)
+    assert identity["weights_sha256"] == {
+        "model.safetensors": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}
+    assert identity["card"] == {"name": "m", "command": "train it"}
+    (tmp_path / "model_card.json").write_text("{not json")
+    assert model_identity(tmp_path)["card"] is None
 
 
 EMBEDDED = [("small_glm4_bg", "band_gap", "--band-gap", 3.0),
