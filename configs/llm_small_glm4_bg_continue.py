@@ -5,15 +5,15 @@ and trains on every training crystal in *both* composition modes (cell counts an
 formula; the first stage saw each crystal in one of them), with a short warm-up and a cosine decay
 from a third of the first stage's peak learning rate.
 
-Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_bg.py --set export_dir=workdirs/export/small_glm4_bg_stage1
-       python -m llm_torch.finetune --config configs/llm_small_glm4_bg_continue.py --set num_threads=2 \
-           --set export_dir=workdirs/export/small_glm4_bg_continue                      # stage 2
+Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_bg.py                                 # stage 1
+       python -m llm_torch.finetune --config configs/llm_small_glm4_bg_continue.py --set num_threads=2   # stage 2
        python -m llm_torch.finetune --config configs/llm_small_glm4_bg_continue.py --set num_threads=2 \
            --set base_model=workdirs/export/small_glm4_bg_continue --set learning_rate=1.5e-4 --set seed=1 \
            --set output_dir=workdirs/llm_small_glm4_bg_stage3 --set export_dir=workdirs/export/small_glm4_bg_stage3
                                                                                         # stage 3 (the shipped model)
-       (each stage reads the previous one's export and resumes from its own output_dir; the shipped
-       llm_torch/checkpoints/small_glm4_bg is the stage-3 export, copied unchanged; seed=1 shuffles the
+       (each stage reads the previous one's export and resumes from its own output_dir; the defaults
+       export stages 1 and 2 to workdirs/, not over the shipped llm_torch/checkpoints/small_glm4_bg, which is
+       the stage-3 export copied unchanged; seed=1 shuffles the
        doubled data in another order, so stages 2 and 3 together reach ~90% of its examples, not 68%)
 Data:  as configs/llm_small_glm4_bg.py (policy split `train`, 28,218 crystals -> 56,436 examples;
        selection on `holdout`; test untouched).
@@ -43,7 +43,7 @@ def get_config():
         mode="full",
         base_model="workdirs/export/small_glm4_bg_stage1",
         output_dir="workdirs/llm_small_glm4_bg_continue",
-        export_dir="llm_torch/checkpoints/small_glm4_bg",
+        export_dir="workdirs/export/small_glm4_bg_continue",
         composition_mode="both",
         max_steps=1200,
         learning_rate=3e-4,
