@@ -28,17 +28,14 @@ Result: holdout, paired on the same rows (4 beams, 8 groups; space-group top-1 /
 """
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_base", Path(__file__).with_name("llm_small_glm4_bg.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from llm_torch.finetune import load_config
 
 
 def get_config():
     return dataclasses.replace(
-        _base.get_config(),
+        load_config(Path(__file__).with_name("llm_small_glm4_bg.py")),
         name="small_glm4_bg",
         mode="full",
         base_model="workdirs/export/small_glm4_bg_stage1",

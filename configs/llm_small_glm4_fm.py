@@ -21,17 +21,14 @@ Result: holdout, paired with the previous version (fine-tuned from the stage-1 b
 """
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_base", Path(__file__).with_name("llm_small_glm4_bg.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from llm_torch.finetune import load_config
 
 
 def get_config():
     return dataclasses.replace(
-        _base.get_config(),
+        load_config(Path(__file__).with_name("llm_small_glm4_bg.py")),
         name="small_glm4_fm",
         mode="full",
         base_model="llm_torch/checkpoints/small_glm4_bg",

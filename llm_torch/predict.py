@@ -84,7 +84,7 @@ class InputError(ValueError):
 class Ranking:
     """How hypotheses are found and ordered.
 
-    Defaults chosen on the holdout split (val rows 1-1,000, embedded band-gap model; the study
+    Defaults chosen on the holdout split (val rows 1-1,000, the band-gap model's first stage; the study
     is in ``llm_torch/README.md``): decoding the assignment for the best 8 groups instead of
     ``top_k`` and adding the nearest-composition prior with weight 1, tau 0.2, k 50, floor 1e-3
     raised space-group top-1 from 0.589 to 0.621, top-5 from 0.818 to 0.833 and Wyckoff exact
