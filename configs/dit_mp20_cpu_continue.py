@@ -14,14 +14,15 @@ Time:  measured 3,414 s (57 min) for the 4,000 steps on the 2-core development m
 """
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_base", Path(__file__).with_name("dit_mp20_cpu.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from unimdm_jax.train import load_config
+
+
+def _base_config():
+    return load_config(Path(__file__).with_name("dit_mp20_cpu.py"))
 
 
 def get_config():
-    return dataclasses.replace(_base.get_config(), init_from="workdirs/dit_mp20_cpu", learning_rate=4e-4,
+    return dataclasses.replace(_base_config(), init_from="workdirs/dit_mp20_cpu", learning_rate=4e-4,
                                warmup_steps=200, total_steps=4_000)

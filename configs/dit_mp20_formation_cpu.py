@@ -15,16 +15,17 @@ Time:  measured 3,426 s (57 min) for the 4,000 steps on the 2-core development m
 """
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("_base", Path(__file__).with_name("dit_mp20_cpu.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from unimdm_jax.train import load_config
+
+
+def _base_config():
+    return load_config(Path(__file__).with_name("dit_mp20_cpu.py"))
 
 
 def get_config():
-    config = _base.get_config()
+    config = _base_config()
     model = dataclasses.replace(config.model, properties=("formation_energy_per_atom",), property_ranges=((-5.5, 0.5),))
     return dataclasses.replace(config, model=model, init_from="workdirs/dit_mp20_cpu", learning_rate=4e-4,
                                warmup_steps=200, total_steps=4_000)

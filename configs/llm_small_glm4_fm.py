@@ -1,11 +1,13 @@
-"""Symmetry predictor for formation-energy targets (the paper's FM variant): the embedded
-band-gap model (llm_torch/checkpoints/small_glm4_bg, same small GLM-4 and tokenizer)
-fine-tuned, every weight, on the same crystals in both composition modes with the formation
-energy per atom in the prompt instead of the band gap.
+"""Symmetry predictor for formation-energy targets (the paper's FM variant): the band-gap
+model after its third stage (workdirs/export/small_glm4_bg_stage3, made by the stage-3 command of
+configs/llm_small_glm4_bg_continue.py; same small GLM-4 and tokenizer) fine-tuned, every weight,
+on the same crystals in both composition modes with the formation energy per atom in the prompt
+instead of the band gap. (The embedded band-gap model has since had a fourth stage; the FM model
+was not re-derived from it.)
 
 Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set num_threads=2
-       (the shipped model was made with --set base_model=workdirs/export/small_glm4_bg_stage3 (the
-       files of the embedded band-gap model, i.e. this config's default) --set num_threads=1
+       (the shipped model was made with --set base_model=workdirs/export/small_glm4_bg_stage3 (this
+       config's default) --set num_threads=1
        --set output_dir=workdirs/llm_small_glm4_fm_v4 --set export_dir=workdirs/export/small_glm4_fm_v4
        and its export copied unchanged; add --set device=cuda on a GPU; the run resumes from
        output_dir/checkpoints; for a from-scratch FM model use configs/llm_small_glm4_bg.py with
@@ -31,7 +33,7 @@ def get_config():
         load_config(Path(__file__).with_name("llm_small_glm4_bg.py")),
         name="small_glm4_fm",
         mode="full",
-        base_model="llm_torch/checkpoints/small_glm4_bg",
+        base_model="workdirs/export/small_glm4_bg_stage3",
         output_dir="workdirs/llm_small_glm4_fm",
         export_dir="llm_torch/checkpoints/small_glm4_fm",
         property_name="formation_energy_per_atom",

@@ -99,11 +99,13 @@ def split_records(split: str, root: str | None = None, limit: int | None = None)
     return [dataset[i].to_record(source="mp_20") for i in range(n)]
 
 
-def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, progress: bool = False) -> list:
-    """Schema records of the rows of a CDVAE CSV (first ``limit`` rows that symmetrize).
+def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, progress: bool = False,
+                offset: int = 0) -> list:
+    """Schema records of the rows of a CDVAE CSV: ``limit`` rows (all when None) after the first
+    ``offset``, counting the rows that symmetrize (every MP-20 row does).
 
     Uses the preprocessing cache when it holds the whole file; otherwise symmetrizes only the
-    rows needed (and caches the file when no limit is given).
+    rows needed (and caches the file when neither limit nor offset is given).
     """
     from unimdm_jax.data.io import read_rows
     from unimdm_jax.data.preprocess import (
@@ -114,14 +116,19 @@ def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, pr
         symmetrize_rows,
     )
 
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     path = Path(path)
     cache = default_cache_dir() / f"{path.name}.{cache_key(path, DEFAULT_SYMPREC)}.npz"
-    if cache.exists() or limit is None:
+    if cache.exists() or (limit is None and offset == 0):
         dataset, _ = preprocess_file(path, workers=workers, progress=progress)
     else:
-        dataset, _ = symmetrize_rows(read_rows([path], limit=limit), workers=workers, progress=progress)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    return [dataset[i].to_record(source=path.name.split(".")[0]) for i in range(n)]
+        # the rows before the offset are symmetrized too, so that offsets count the same rows
+        # whether or not the cache exists
+        needed = None if limit is None else offset + limit
+        dataset, _ = symmetrize_rows(read_rows([path], limit=needed), workers=workers, progress=progress)
+    stop = len(dataset) if limit is None else min(offset + limit, len(dataset))
+    return [dataset[i].to_record(source=path.name.split(".")[0]) for i in range(offset, stop)]
 
 
 def build_examples(

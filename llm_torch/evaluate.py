@@ -3,6 +3,13 @@
     python -m llm_torch.evaluate --csv ../shared/data/mp_20/test.csv.gz --limit 500 --out results.json
     python -m llm_torch.evaluate --csv ../shared/data/mp_20/test.csv.gz --limit 500 --model llm_torch/checkpoints/small_glm4_bg
 
+A long evaluation can run in shards (on several cores or machines, or over several days) and be
+combined exactly, since every metric is a per-row (``repair_rate``: per-hypothesis) average:
+
+    python -m llm_torch.evaluate --csv test.csv.gz --limit 500 --out a.json
+    python -m llm_torch.evaluate --csv test.csv.gz --offset 500 --limit 500 --out b.json
+    python -m llm_torch.evaluate --merge a.json b.json --out rows_1_1000.json
+
 Each row of the CSV is symmetrized (``unimdm_jax.data``; the preprocessing cache is used when
 it holds the file) into its true record; the predictor gets the conventional-cell counts
 (``cell`` composition mode) and the row's own property value (``--property``, default band
@@ -59,6 +66,7 @@ __all__ = [
     "evaluate_predictor",
     "letter_prior",
     "main",
+    "merge_results",
     "model_identity",
     "rouge_l",
     "rouge_n",
@@ -260,6 +268,7 @@ def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, p
                ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity")}
     metrics["repair_rate"] = repaired / hyps if hyps else 0.0
     metrics["rows"] = n
+    metrics["hypotheses"] = hyps
     metrics["seconds"] = round(time.time() - start, 1)
     return metrics
 
@@ -301,6 +310,71 @@ def model_identity(model_dir: str | Path) -> dict:
     return identity
 
 
+# Fields that must agree for shards to be one evaluation (the rows' file, property, baselines'
+# training data, ranking, and the evaluated weights by SHA-256).
+_SAME_IN_SHARDS = ("rows", "train", "property", "composition_mode")
+
+
+def _shard_range(payload: dict) -> tuple[int, int]:
+    data = payload["data"]
+    start = data.get("offset") or 0
+    # rows without the property are skipped by every method; older files lack "records"
+    rows = data.get("records", max(m["rows"] for m in payload["results"].values()))
+    return start, start + rows
+
+
+def merge_results(payloads: Sequence[dict]) -> dict:
+    """Combine results files of disjoint row ranges of one evaluation into one (exact: the
+    averages are weighted by rows, ``repair_rate`` by hypotheses where the shards count them).
+
+    Raises ValueError when the shards differ in data, ranking or weights, or overlap.
+    """
+    if len(payloads) < 2:
+        raise ValueError("merge needs at least two results files")
+    first = payloads[0]
+    for other in payloads[1:]:
+        for key in _SAME_IN_SHARDS:
+            if first["data"].get(key) != other["data"].get(key):
+                raise ValueError(f"shards differ in data.{key}: {first['data'].get(key)!r} vs {other['data'].get(key)!r}")
+        if first.get("ranking") != other.get("ranking"):
+            raise ValueError("shards differ in ranking settings")
+        weights = [(p.get("model") or {}).get("weights_sha256") for p in (first, other)]
+        if weights[0] != weights[1]:
+            raise ValueError("shards evaluated different weights (SHA-256 differs)")
+        if set(first["results"]) != set(other["results"]):
+            raise ValueError(f"shards evaluated different methods: {sorted(first['results'])} vs {sorted(other['results'])}")
+    ranges = sorted(_shard_range(p) for p in payloads)
+    for (a0, a1), (b0, b1) in zip(ranges, ranges[1:]):
+        if b0 < a1:
+            raise ValueError(f"shards overlap: rows {a0}-{a1} and {b0}-{b1} (0-based, end exclusive)")
+    results = {}
+    for name in first["results"]:
+        parts = [p["results"][name] for p in payloads]
+        rows = sum(m["rows"] for m in parts)
+        merged = {k: sum(m[k] * m["rows"] for m in parts) / rows if rows else float("nan")
+                  for k in ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity")}
+        if all("hypotheses" in m for m in parts):
+            hyps = sum(m["hypotheses"] for m in parts)
+            merged["repair_rate"] = sum(m["repair_rate"] * m["hypotheses"] for m in parts) / hyps if hyps else 0.0
+            merged["hypotheses"] = hyps
+        else:  # older files: per-row weighting, an approximation when rows have different hypothesis counts
+            merged["repair_rate"] = sum(m["repair_rate"] * m["rows"] for m in parts) / rows if rows else 0.0
+        merged["rows"] = rows
+        merged["seconds"] = round(sum(m["seconds"] for m in parts), 1)
+        results[name] = merged
+    contiguous = all(b0 == a1 for (_, a1), (b0, _) in zip(ranges, ranges[1:]))
+    return {
+        "data": {**{k: first["data"].get(k) for k in _SAME_IN_SHARDS},
+                 "offset": ranges[0][0], "limit": ranges[-1][1] - ranges[0][0] if contiguous else None,
+                 "row_ranges": [list(r) for r in ranges]},
+        "ranking": first.get("ranking"),
+        "model": first.get("model"),
+        "results": results,
+        "shards": [{k: p.get(k) for k in ("command", "machine", "git_commit", "date")} | {"rows": list(_shard_range(p))}
+                   for p in sorted(payloads, key=_shard_range)],
+    }
+
+
 def _table(results: dict[str, dict]) -> str:
     cols = ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity", "repair_rate", "rows", "seconds")
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -312,8 +386,11 @@ def _table(results: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm_torch.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--csv", required=True, help="CDVAE CSV of the rows to evaluate on (e.g. test.csv.gz)")
-    parser.add_argument("--limit", type=int, default=None, help="first N rows")
+    parser.add_argument("--csv", help="CDVAE CSV of the rows to evaluate on (e.g. test.csv.gz)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate N rows (default: all)")
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N rows (to evaluate in shards)")
+    parser.add_argument("--merge", nargs="+", metavar="RESULTS",
+                        help="combine results files of disjoint row ranges (from --offset/--limit) into --out")
     parser.add_argument("--model", help="model folder (default: the embedded model, if any; else baselines only)")
     parser.add_argument("--property", default="band_gap")
     parser.add_argument("--top-k", type=int, default=5)
@@ -328,13 +405,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from unimdm_jax import provenance
 
+    if args.merge:
+        return _merge_main(args, argv)
+    if not args.csv:
+        print("error: --csv is required (or --merge RESULTS...)", file=sys.stderr)
+        return 2
+
     from .dataset import csv_records, split_records
     from .predict import InputError, Predictor, default_model_dir, ranking_from_args
 
     try:
         ranking, table = ranking_from_args(args)
         property_name = canonical_property(args.property)
-        records = csv_records(args.csv, args.limit)
+        records = csv_records(args.csv, args.limit, offset=args.offset)
         train = csv_records(args.train_csv) if args.train_csv else split_records(args.train_split)
     except (ValueError, OSError, InputError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
@@ -363,8 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(results))
     if args.out:
         payload = {
-            "data": {"rows": args.csv, "limit": args.limit, "train": args.train_csv or args.train_split,
-                     "property": property_name, "composition_mode": "cell"},
+            "data": {"rows": args.csv, "offset": args.offset, "limit": args.limit, "records": len(records),
+                     "train": args.train_csv or args.train_split, "property": property_name, "composition_mode": "cell"},
             "ranking": {**dataclasses.asdict(ranking), "neighbours": table.source if table is not None else None},
             "model": evaluated_model,
             "command": " ".join(["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]),
@@ -377,6 +460,33 @@ def main(argv: list[str] | None = None) -> int:
             payload["note"] = note
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(payload, indent=1))
+    return 0
+
+
+def _merge_main(args, argv) -> int:
+    from unimdm_jax import provenance
+
+    if not args.out:
+        print("error: --merge needs --out", file=sys.stderr)
+        return 2
+    try:
+        payloads = []
+        for name in args.merge:
+            try:
+                payloads.append(json.loads(Path(name).read_text()))
+            except (OSError, ValueError) as error:
+                raise ValueError(f"cannot read results file {name}: {str(error).splitlines()[0]}") from error
+            if not isinstance(payloads[-1], dict) or not {"data", "results"} <= set(payloads[-1]):
+                raise ValueError(f"{name} is not an llm_torch.evaluate results file")
+        merged = merge_results(payloads)
+    except (ValueError, KeyError, TypeError) as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    merged["command"] = " ".join(["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])])
+    merged["date"] = provenance.utc_now()
+    print(_table(merged["results"]))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(merged, indent=1))
     return 0
 
 

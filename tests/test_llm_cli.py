@@ -122,6 +122,57 @@ def test_evaluate_cli_baselines(tmp_path, monkeypatch, records):
     assert payload["model"] is None  # no language model was evaluated
 
 
+def test_csv_records_offset_counts_the_same_rows_with_and_without_the_cache(tmp_path, monkeypatch, fixture_csv):
+    from llm_torch.dataset import csv_records
+
+    monkeypatch.setenv("UNIMDM_CACHE", str(tmp_path / "cache"))
+    head = csv_records(fixture_csv, limit=5)  # no cache: symmetrizes only these rows
+    assert csv_records(fixture_csv, limit=3, offset=2) == head[2:5]
+    whole = csv_records(fixture_csv)  # builds the cache of the whole file
+    assert whole[:5] == head and len(whole) == 200
+    assert csv_records(fixture_csv, limit=3, offset=2) == head[2:5]
+    assert csv_records(fixture_csv, offset=198) == whole[198:]
+    with pytest.raises(ValueError, match="offset"):
+        csv_records(fixture_csv, limit=1, offset=-1)
+
+
+def test_evaluate_shards_merge_to_the_whole_evaluation(tmp_path, monkeypatch, records, capsys):
+    """Two shards (--offset/--limit) merged with --merge give the metrics of one run over all rows."""
+    from llm_torch import dataset
+    from llm_torch.evaluate import main
+
+    def rows(path, limit=None, offset=0, **kw):
+        return records[offset:None if limit is None else offset + limit]
+
+    monkeypatch.setattr(dataset, "csv_records", rows)
+    common = ["--csv", "fixture.csv", "--train-csv", "fixture.csv", "--baselines-only"]
+    whole, a, b, merged = (tmp_path / f"{n}.json" for n in ("whole", "a", "b", "merged"))
+    assert main([*common, "--limit", "40", "--out", str(whole)]) == 0
+    assert main([*common, "--limit", "15", "--out", str(a)]) == 0
+    assert main([*common, "--offset", "15", "--limit", "25", "--out", str(b)]) == 0
+    assert main(["--merge", str(b), str(a), "--out", str(merged)]) == 0
+    expected, got = json.loads(whole.read_text()), json.loads(merged.read_text())
+    assert got["data"]["offset"] == 0 and got["data"]["limit"] == 40 and got["data"]["row_ranges"] == [[0, 15], [15, 40]]
+    for method, metrics in expected["results"].items():
+        for key in ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity", "repair_rate",
+                    "rows", "hypotheses"):
+            assert got["results"][method][key] == pytest.approx(metrics[key], abs=1e-12), (method, key)
+    assert [s["rows"] for s in got["shards"]] == [[0, 15], [15, 40]]
+    capsys.readouterr()
+    # overlapping shards, or shards of another ranking, are refused with one line
+    assert main(["--merge", str(a), str(whole), "--out", str(tmp_path / "x.json")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == ["error: shards overlap: rows 0-15 and 0-40 (0-based, end exclusive)"]
+    other = json.loads(b.read_text())
+    other["ranking"]["num_beams"] = 99
+    b.write_text(json.dumps(other))
+    assert main(["--merge", str(a), str(b), "--out", str(tmp_path / "y.json")]) == 1
+    assert "ranking" in capsys.readouterr().err
+    b.write_text("{broken")
+    assert main(["--merge", str(a), str(b), "--out", str(tmp_path / "z.json")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot read results file {b}")
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "z.json").exists()
+
+
 def test_model_identity_names_the_weights_by_their_sha256(tmp_path):
     """The results file names the evaluated weights by content: SHA-256 of b"abc" is the FIPS 180-2 test vector."""
     from llm_torch.evaluate import model_identity

@@ -74,8 +74,9 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
 
 
-def load_config(path: str) -> TrainConfig:
-    spec = importlib.util.spec_from_file_location("unimdm_config", path)
+def load_config(path: str | Path) -> TrainConfig:
+    """The TrainConfig of a config file's get_config() (configs may build on another config with this)."""
+    spec = importlib.util.spec_from_file_location(f"_unimdm_config_{Path(path).stem}", path)
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot load config {path}")
     module = importlib.util.module_from_spec(spec)
