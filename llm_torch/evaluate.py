@@ -418,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         ranking, table = ranking_from_args(args)
         property_name = canonical_property(args.property)
         records = csv_records(args.csv, args.limit, offset=args.offset)
+        if not records:
+            raise ValueError(f"no rows to evaluate in {args.csv} after --offset {args.offset}")
         train = csv_records(args.train_csv) if args.train_csv else split_records(args.train_split)
     except (ValueError, OSError, InputError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)

@@ -171,6 +171,10 @@ def test_evaluate_shards_merge_to_the_whole_evaluation(tmp_path, monkeypatch, re
     assert main(["--merge", str(a), str(b), "--out", str(tmp_path / "z.json")]) == 1
     assert capsys.readouterr().err.startswith(f"error: cannot read results file {b}")
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "z.json").exists()
+    # an offset past the end of the file is an error, not a table of NaNs
+    assert main([*common, "--offset", "500", "--out", str(tmp_path / "past.json")]) == 1
+    assert capsys.readouterr().err.strip() == "error: no rows to evaluate in fixture.csv after --offset 500"
+    assert not (tmp_path / "past.json").exists()
 
 
 def test_model_identity_names_the_weights_by_their_sha256(tmp_path):
