@@ -233,6 +233,10 @@ class LMPredictor:
 # ============================================================================ evaluation
 
 
+# Metrics that are per-row averages (what --merge weights by rows).
+ROW_AVERAGES = ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity")
+
+
 def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, progress: bool = False) -> dict:
     """Average metrics of ``predictor`` (anything with ``predict(spec, prop, value, top_k)``) on ``records``."""
     property_name = canonical_property(property_name)
@@ -264,8 +268,7 @@ def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, p
         sums["validity"] += top.raw_valid
         if progress and (i + 1) % 100 == 0:
             print(f"  {getattr(predictor, 'name', '?')}: {i + 1} rows", file=sys.stderr)
-    metrics = {k: sums[k] / n if n else float("nan") for k in
-               ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity")}
+    metrics = {k: sums[k] / n if n else float("nan") for k in ROW_AVERAGES}
     metrics["repair_rate"] = repaired / hyps if hyps else 0.0
     metrics["rows"] = n
     metrics["hypotheses"] = hyps
@@ -290,16 +293,11 @@ def model_identity(model_dir: str | Path) -> dict:
     """What a results file needs to name the evaluated weights: the folder, the SHA-256 of every
     safetensors file in it, and the model card's name, creation time and training command (a
     folder path alone does not say which of several trainings was copied there)."""
-    import hashlib
+    from unimdm_jax.data.preprocess import file_sha256
 
     folder = Path(model_dir)
-    identity: dict[str, Any] = {"path": str(model_dir), "weights_sha256": {}}
-    for weights in sorted(folder.glob("*.safetensors")):
-        digest = hashlib.sha256()
-        with open(weights, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        identity["weights_sha256"][weights.name] = digest.hexdigest()
+    identity: dict[str, Any] = {"path": str(model_dir),
+                                "weights_sha256": {w.name: file_sha256(w) for w in sorted(folder.glob("*.safetensors"))}}
     card_path = folder / "model_card.json"
     if card_path.exists():
         try:
@@ -351,8 +349,7 @@ def merge_results(payloads: Sequence[dict]) -> dict:
     for name in first["results"]:
         parts = [p["results"][name] for p in payloads]
         rows = sum(m["rows"] for m in parts)
-        merged = {k: sum(m[k] * m["rows"] for m in parts) / rows if rows else float("nan")
-                  for k in ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity")}
+        merged = {k: sum(m[k] * m["rows"] for m in parts) / rows if rows else float("nan") for k in ROW_AVERAGES}
         if all("hypotheses" in m for m in parts):
             hyps = sum(m["hypotheses"] for m in parts)
             merged["repair_rate"] = sum(m["repair_rate"] * m["hypotheses"] for m in parts) / hyps if hyps else 0.0
@@ -376,7 +373,7 @@ def merge_results(payloads: Sequence[dict]) -> dict:
 
 
 def _table(results: dict[str, dict]) -> str:
-    cols = ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity", "repair_rate", "rows", "seconds")
+    cols = (*ROW_AVERAGES, "repair_rate", "rows", "seconds")
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in results.items():
         cells = [f"{m[c]:.3f}" if isinstance(m[c], float) and c not in ("seconds",) else str(m[c]) for c in cols]
