@@ -105,7 +105,7 @@ def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, pr
     ``offset``, counting the rows that symmetrize (every MP-20 row does).
 
     Uses the preprocessing cache when it holds the whole file; otherwise symmetrizes only the
-    rows needed (and caches the file when neither limit nor offset is given).
+    rows needed (and caches the whole file when no limit is given).
     """
     from unimdm_jax.data.io import read_rows
     from unimdm_jax.data.preprocess import (
@@ -120,13 +120,12 @@ def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, pr
         raise ValueError(f"offset must be >= 0, got {offset}")
     path = Path(path)
     cache = default_cache_dir() / f"{path.name}.{cache_key(path, DEFAULT_SYMPREC)}.npz"
-    if cache.exists() or (limit is None and offset == 0):
+    if cache.exists() or limit is None:
         dataset, _ = preprocess_file(path, workers=workers, progress=progress)
     else:
         # the rows before the offset are symmetrized too, so that offsets count the same rows
         # whether or not the cache exists
-        needed = None if limit is None else offset + limit
-        dataset, _ = symmetrize_rows(read_rows([path], limit=needed), workers=workers, progress=progress)
+        dataset, _ = symmetrize_rows(read_rows([path], limit=offset + limit), workers=workers, progress=progress)
     stop = len(dataset) if limit is None else min(offset + limit, len(dataset))
     return [dataset[i].to_record(source=path.name.split(".")[0]) for i in range(offset, stop)]
 
