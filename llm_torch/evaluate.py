@@ -10,6 +10,10 @@ combined exactly, since every metric is a per-row (``repair_rate``: per-hypothes
     python -m llm_torch.evaluate --csv test.csv.gz --offset 500 --limit 500 --out b.json
     python -m llm_torch.evaluate --merge a.json b.json --out rows_1_1000.json
 
+``--predictions rows.jsonl`` also writes the language model's per-row records (truth, every scored
+hypothesis with its log-probability and ranking score), so a ranking change can be studied offline
+and errors read row by row.
+
 Each row of the CSV is symmetrized (``unimdm_jax.data``; the preprocessing cache is used when
 it holds the file) into its true record; the predictor gets the conventional-cell counts
 (``cell`` composition mode) and the row's own property value (``--property``, default band
@@ -122,6 +126,8 @@ class Guess:
     raw_valid: bool = True
     repaired: bool = False
     text: str | None = None
+    logprob: float | None = None  # log p(answer | prompt), for language-model guesses
+    score: float | None = None  # the ranking score
 
 
 def letter_prior(records) -> dict[int, dict[str, float]]:
@@ -176,16 +182,8 @@ class NearestCompositionBaseline:
         self.frequency_order = [sg for sg, _ in Counter(r.space_group.number for r in self.records).most_common()]
 
     def neighbours(self, spec: CompositionSpec, value: float | None) -> list[int]:
-        import numpy as np
-
-        distance = self.table.distances(spec.count_dict)
-        k = min(self.pool, len(distance))
-        candidates = np.argpartition(distance, k - 1)[:k]
-        values = self.table.values[self.property_name]
-        gap = np.abs(values[candidates] - value) if value is not None else np.zeros(k)
-        gap = np.where(np.isnan(gap), np.inf, gap)
-        order = sorted(range(k), key=lambda j: (round(float(distance[candidates[j]]), 6), gap[j], int(candidates[j])))
-        return [int(candidates[j]) for j in order]
+        """The ``pool`` nearest training crystals, ties by closeness of the property to ``value``."""
+        return [int(j) for j in self.table.nearest(spec.count_dict, self.pool, self.property_name, value)]
 
     def _mapped_orbits(self, neighbour, spec: CompositionSpec) -> list[tuple[str, str]]:
         counts = neighbour.composition.counts
@@ -227,7 +225,10 @@ class LMPredictor:
 
     def predict(self, spec, property_name, value, top_k=5) -> list[Guess]:
         prediction = self.predictor.predict(spec, property_name, value, top_k=top_k, constrained=self.constrained)
-        return [Guess(h.space_group, h.assignment, h.raw_valid, h.repaired, h.output_text) for h in prediction.hypotheses]
+        guesses = [Guess(h.space_group, h.assignment, h.raw_valid, h.repaired, h.output_text, h.logprob, h.score)
+                   for h in prediction.candidates]
+        self.last_candidates = guesses  # every scored hypothesis, for per-row records (re-ranking studies)
+        return guesses[:top_k]
 
 
 # ============================================================================ evaluation
@@ -237,8 +238,15 @@ class LMPredictor:
 ROW_AVERAGES = ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity")
 
 
-def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, progress: bool = False) -> dict:
-    """Average metrics of ``predictor`` (anything with ``predict(spec, prop, value, top_k)``) on ``records``."""
+def _finite(x):
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, progress: bool = False,
+                       details: list | None = None) -> dict:
+    """Average metrics of ``predictor`` (anything with ``predict(spec, prop, value, top_k)``) on ``records``.
+    ``details``: a list that receives one dict per row (the truth and every scored hypothesis with its
+    log-probability and ranking score; all candidates where the predictor keeps them in ``last_candidates``)."""
     property_name = canonical_property(property_name)
     sums: dict[str, float] = defaultdict(float)
     n = hyps = repaired = 0
@@ -255,6 +263,14 @@ def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, p
         n += 1
         hyps += len(guesses)
         repaired += sum(g.repaired for g in guesses)
+        if details is not None:
+            details.append({
+                "row": i, "id": record.provenance.id, "value": value, "space_group": truth_sg,
+                "assignment": [list(t) for t in truth],
+                "hypotheses": [{"space_group": g.space_group, "assignment": [list(t) for t in g.assignment],
+                                "logprob": _finite(g.logprob), "score": _finite(g.score)}
+                               for g in getattr(predictor, "last_candidates", guesses)],
+            })
         if not guesses:
             continue
         top = guesses[0]
@@ -399,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="write the results as JSON")
+    parser.add_argument("--predictions", metavar="JSONL",
+                        help="write the language model's per-row records (truth, every scored hypothesis with its "
+                             "log-probability and score; row = position after --offset) for error analysis and re-ranking")
     args = parser.parse_args(argv)
     from unimdm_jax import provenance
 
@@ -440,9 +459,16 @@ def main(argv: list[str] | None = None) -> int:
             note = f"no LM evaluated: no --model and no embedded model at {model_dir}"
             print(note, file=sys.stderr)
     results = {}
+    details: list = []
     for predictor in predictors:
-        results[predictor.name] = evaluate_predictor(predictor, records, property_name, args.top_k, progress=True)
+        is_lm = isinstance(predictor, LMPredictor)
+        results[predictor.name] = evaluate_predictor(predictor, records, property_name, args.top_k, progress=True,
+                                                     details=details if is_lm else None)
     print(_table(results))
+    if args.predictions and details:
+        path = Path(args.predictions)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({**row, "row": row["row"] + args.offset}) + "\n" for row in details))
     if args.out:
         payload = {
             "data": {"rows": args.csv, "offset": args.offset, "limit": args.limit, "records": len(records),

@@ -92,6 +92,8 @@ class Ranking:
     points of top-1 on the other half). ``num_beams`` is the beam width of the assignment decoding:
     4 beams instead of greedy decoding took the first 300 holdout rows from 0.680 / 0.443 to
     0.700 / 0.500 (top-1 / exact, with the prior); its cost, measured under stated conditions, is in the README.
+    ``prior_tie_break``: the neighbours tied at the ``prior_k``-th place (most rows) are those whose property
+    is closest to the target (what the study above used; the README has the check of stop 13).
     """
 
     candidates: int = 8  # groups whose assignment is decoded (at least top_k)
@@ -100,6 +102,13 @@ class Ranking:
     prior_k: int = 50
     prior_tau: float = 0.2
     prior_floor: float = 1e-3
+    # order of equally distant neighbours at the k-th place: "property" (closest to the target value first;
+    # the ranking studied on the holdout) or "index" (table order)
+    prior_tie_break: str = "property"
+
+    def __post_init__(self):
+        if self.prior_tie_break not in ("property", "index"):
+            raise ValueError(f"prior_tie_break must be 'property' or 'index', not {self.prior_tie_break!r}")
 
 
 @dataclass
@@ -123,7 +132,8 @@ class Prediction:
     spec: CompositionSpec
     property_name: str
     value: float
-    hypotheses: list[Hypothesis] = field(default_factory=list)
+    hypotheses: list[Hypothesis] = field(default_factory=list)  # the best top_k, best first
+    candidates: list[Hypothesis] = field(default_factory=list)  # every scored hypothesis, best first
 
     def records(self, model_name: str | None = None, input_id: str | None = None) -> list:
         return [
@@ -328,13 +338,15 @@ class Predictor:
             scores = sequence_logprobs(self.model, prompt, [self._encode(h.output_text) + [eos] for h in hypotheses])
             prior = {}
             if self.neighbours is not None and ranking.prior_weight:
-                prior = self.neighbours.log_prior(spec.count_dict, {h.space_group for h in hypotheses},
-                                                  k=ranking.prior_k, tau=ranking.prior_tau, floor=ranking.prior_floor)
+                prior = self.neighbours.log_prior(
+                    spec.count_dict, {h.space_group for h in hypotheses}, k=ranking.prior_k, tau=ranking.prior_tau,
+                    floor=ranking.prior_floor,
+                    **({"property_name": property_name, "target": value} if ranking.prior_tie_break == "property" else {}))
             for h, s in zip(hypotheses, scores):
                 h.logprob = s
                 h.score = s + ranking.prior_weight * prior.get(h.space_group, 0.0)
         hypotheses.sort(key=lambda h: -h.score)
-        return Prediction(spec, property_name, float(value), hypotheses[:top_k])
+        return Prediction(spec, property_name, float(value), hypotheses[:top_k], hypotheses)
 
 
 def implied_counts(sg: int, spec: CompositionSpec, orbits) -> dict[str, int]:
@@ -447,6 +459,9 @@ def add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior-weight", type=float, default=default.prior_weight,
                         help=f"weight of the nearest-composition prior (default {default.prior_weight})")
     parser.add_argument("--no-prior", action="store_true", help="rank by the language model alone (prior weight 0)")
+    parser.add_argument("--prior-tie-break", choices=("property", "index"), default=default.prior_tie_break,
+                        help="order of equally distant neighbours at the k-th place of the prior: closest property "
+                             f"value first, or table order (default {default.prior_tie_break})")
     parser.add_argument("--neighbours", help="composition table for the prior (default: the embedded MP-20 train table)")
 
 
@@ -459,7 +474,8 @@ def ranking_from_args(args):
     if not math.isfinite(args.prior_weight) or args.prior_weight < 0:
         raise InputError("--prior-weight must be a finite number >= 0")
     weight = 0.0 if args.no_prior else args.prior_weight
-    ranking = Ranking(candidates=args.candidates, num_beams=args.num_beams, prior_weight=weight)
+    ranking = Ranking(candidates=args.candidates, num_beams=args.num_beams, prior_weight=weight,
+                      prior_tie_break=args.prior_tie_break)
     table = None
     if weight:
         try:

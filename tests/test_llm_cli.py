@@ -177,6 +177,44 @@ def test_evaluate_shards_merge_to_the_whole_evaluation(tmp_path, monkeypatch, re
     assert not (tmp_path / "past.json").exists()
 
 
+def test_evaluate_writes_per_row_predictions_that_agree_with_its_metrics(tmp_path, monkeypatch, records):
+    """--predictions: one JSON line per evaluated row (row numbers counted from the file start) with the
+    truth and every scored hypothesis; the first hypothesis of each row reproduces the reported top-1,
+    and each score is log-probability + log(p_nn + floor) of the embedded composition table."""
+    import math
+
+    from llm_torch import dataset
+    from llm_torch.evaluate import main
+    from llm_torch.neighbours import DEFAULT_TABLE, CompositionNeighbours
+
+    folder = CHECKPOINT_DIR / "small_glm4_bg"
+    if not (folder / "model_card.json").exists():
+        pytest.skip("no embedded band-gap model")
+    monkeypatch.setattr(dataset, "csv_records",
+                        lambda path, limit=None, offset=0, **kw: records[offset:None if limit is None else offset + limit])
+    out, predictions = tmp_path / "r.json", tmp_path / "rows.jsonl"
+    assert main(["--csv", "fixture.csv", "--train-csv", "fixture.csv", "--offset", "3", "--limit", "3", "--model",
+                 str(folder), "--num-beams", "1", "--candidates", "6", "--out", str(out),
+                 "--predictions", str(predictions)]) == 0
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert [r["row"] for r in rows] == [3, 4, 5]
+    table = CompositionNeighbours.load(DEFAULT_TABLE)
+    for row in rows:
+        record = records[row["row"]]
+        assert row["space_group"] == record.space_group.number and row["value"] == record.property("band_gap")
+        scores = [h["score"] for h in row["hypotheses"]]
+        assert len(scores) >= 5 and scores == sorted(scores, reverse=True)
+        groups = {h["space_group"] for h in row["hypotheses"]}
+        logs = table.log_prior(record.composition.counts, groups, k=50, tau=0.2, floor=1e-3,
+                               property_name="band_gap", target=row["value"])
+        for h in row["hypotheses"]:
+            assert h["score"] == pytest.approx(h["logprob"] + logs[h["space_group"]], abs=1e-4)
+    metrics = json.loads(out.read_text())["results"]["lm:small_glm4_bg"]
+    assert metrics["sg_top1"] == pytest.approx(sum(r["hypotheses"][0]["space_group"] == r["space_group"] for r in rows) / 3)
+    assert json.loads(out.read_text())["ranking"]["prior_tie_break"] == "property"
+    assert math.isfinite(metrics["rouge1"])
+
+
 def test_model_identity_names_the_weights_by_their_sha256(tmp_path):
     """The results file names the evaluated weights by content: SHA-256 of b"abc" is the FIPS 180-2 test vector."""
     from llm_torch.evaluate import model_identity

@@ -47,6 +47,30 @@ def test_prior_is_the_kernel_weighted_vote_of_the_nearest_crystals():
     assert logs[225] == pytest.approx(math.log(1 / (1 + math.exp(-1.0)) + 1e-3))
 
 
+def test_ties_at_the_kth_place_go_to_the_crystals_closest_to_the_target_property():
+    """NaCl's neighbours: itself (d = 0) and four chlorides at d = 1 (one with a float32 rounding
+    difference of 2e-7, still a tie). With k = 2 the second vote goes to the chloride whose band gap
+    is closest to the target (unknown gaps last), or to the first in table order without a target."""
+    rows = [({"Na": 1, "Cl": 1}, 225, 5.0), ({"K": 1, "Cl": 1}, 225, 1.0), ({"Cs": 1, "Cl": 1}, 221, 4.0),
+            ({"Rb": 1, "Cl": 1}, 62, float("nan")), ({"Li": 1, "Cl": 1}, 216, 7.0)]
+    table = table_of(rows)
+    li, cl = ELEMENT_SYMBOLS.index("Li"), ELEMENT_SYMBOLS.index("Cl")
+    table.fractions[4, li], table.fractions[4, cl] = np.float32(0.5000001), np.float32(0.4999999)
+    assert table.distances({"Na": 1, "Cl": 1})[4] != table.distances({"Na": 1, "Cl": 1})[1]  # float noise...
+    assert list(table.nearest({"Na": 1, "Cl": 1}, 5, "band_gap", 4.1)) == [0, 2, 4, 1, 3]  # ...yet a tie
+    assert list(table.nearest({"Na": 1, "Cl": 1}, 2, "band_gap", 6.5)) == [0, 4]
+    assert list(table.nearest({"Na": 1, "Cl": 1}, 2)) == [0, 1]  # no target: table order
+    assert list(table.nearest({"Na": 1, "Cl": 1}, 2, "formation_energy_per_atom", 1.0)) == [0, 1]  # no such values
+    tau = 0.5
+    w = math.exp(-1.0 / tau)
+    assert table.space_group_prior({"Na": 2, "Cl": 2}, k=2, tau=tau, property_name="band_gap", target=4.1) == pytest.approx(
+        {225: 1 / (1 + w), 221: w / (1 + w)})
+    assert table.space_group_prior({"Na": 2, "Cl": 2}, k=2, tau=tau, property_name="band_gap", target=1.2) == pytest.approx(
+        {225: 1.0})
+    logs = table.log_prior({"Na": 1, "Cl": 1}, [221, 216], k=2, tau=tau, floor=1e-3, property_name="band_gap", target=6.9)
+    assert logs == pytest.approx({221: math.log(1e-3), 216: math.log(w / (1 + w) + 1e-3)}, rel=1e-5)
+
+
 def test_table_round_trip_and_corrupt_file(tmp_path):
     table = table_of(ROWS)
     path = table.save(tmp_path / "t.npz")
