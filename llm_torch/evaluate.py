@@ -324,8 +324,8 @@ def model_identity(model_dir: str | Path) -> dict:
     return identity
 
 
-# Fields that must agree for shards to be one evaluation (the rows' file, property, baselines'
-# training data, ranking, and the evaluated weights by SHA-256).
+# data fields that must agree for shards to be one evaluation (merge_results also compares the
+# ranking settings and the evaluated weights' SHA-256).
 _SAME_IN_SHARDS = ("rows", "train", "property", "composition_mode")
 
 

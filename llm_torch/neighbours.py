@@ -131,7 +131,10 @@ class CompositionNeighbours:
         """Indices of the ``k`` nearest training crystals, nearest first; equal distances (to 1e-6,
         float32 fractions) ordered by ``|value - target|`` of ``property_name`` (unknown values last),
         then by index."""
-        d = np.round(self.distances(counts).astype(np.float64), 6)
+        return self._nearest(self.distances(counts), k, property_name, target)
+
+    def _nearest(self, distances: np.ndarray, k: int, property_name: str | None, target: float | None) -> np.ndarray:
+        d = np.round(distances.astype(np.float64), 6)
         k = min(k, len(d))
         if k == 0:
             return np.zeros(0, np.int64)
@@ -150,7 +153,7 @@ class CompositionNeighbours:
         """``p_nn(g)`` (module docstring): kernel weights of the ``k`` nearest crystals (:meth:`nearest`),
         summed per group."""
         d = self.distances(counts)
-        nearest = self.nearest(counts, k, property_name, target)
+        nearest = self._nearest(d, k, property_name, target)
         if len(nearest) == 0:
             return {}
         weights = np.exp(-(d[nearest] - d[nearest].min()) / tau)  # shifted for range; cancels in the ratio

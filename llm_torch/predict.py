@@ -340,8 +340,8 @@ class Predictor:
             if self.neighbours is not None and ranking.prior_weight:
                 prior = self.neighbours.log_prior(
                     spec.count_dict, {h.space_group for h in hypotheses}, k=ranking.prior_k, tau=ranking.prior_tau,
-                    floor=ranking.prior_floor,
-                    **({"property_name": property_name, "target": value} if ranking.prior_tie_break == "property" else {}))
+                    floor=ranking.prior_floor, property_name=property_name,
+                    target=value if ranking.prior_tie_break == "property" else None)
             for h, s in zip(hypotheses, scores):
                 h.logprob = s
                 h.score = s + ranking.prior_weight * prior.get(h.space_group, 0.0)
