@@ -6,12 +6,12 @@ Data:  instruction examples of the MP-20 training policy's `train` split (train_
        1,001-9,047, 28,218 crystals), composition mode mixed (cell counts / reduced formula by a
        hash of the material id); model selection on `holdout` (val rows 1-1,000); test untouched.
        Needs the symmetrized cache (UNIMDM_CACHE, `python -m unimdm_jax.data preprocess`).
-Stage: the first of four; the embedded model is this one continued three times by configs/llm_small_glm4_bg_continue.py
+Stage: the first of five; the embedded model is this one continued four times by configs/llm_small_glm4_bg_continue.py
        (commands there), which reads this stage's export.
 Model: Glm4ForCausalLM, hidden 256, 4 layers, 4 heads, MLP 688, a 3,072-token byte-level BPE
        trained on the same examples; ~19 MB float32 safetensors. Exported to
        workdirs/export/small_glm4_bg_stage1 (not over the embedded llm_torch/checkpoints/small_glm4_bg,
-       the fourth stage's export).
+       the fifth stage's export).
 Time:  ~167 tokens per example (prompt ~125, answer ~42 with the 3,072-token BPE); 882 steps of 32
        per epoch, 2,646 steps for 3 epochs. Measured on the 2-core development CPU with 1 torch thread:
        1.9 s per step once with one other job on the cores; 4.2 s per step over steps 501-1,600
