@@ -337,6 +337,19 @@ def _shard_range(payload: dict) -> tuple[int, int]:
     return start, start + rows
 
 
+def _common_model_name(payloads: Sequence[dict]) -> list[dict]:
+    """The language model's method is named after its folder (``lm:FOLDER``): shards that evaluated the
+    same weights (SHA-256, checked by the caller) from different folders (e.g. an export and its
+    embedded copy) are one method, named as most shards name it."""
+    names = [[k for k in p["results"] if k.startswith("lm:")] for p in payloads]
+    if not all(len(n) == 1 for n in names) or len({n[0] for n in names}) == 1:
+        return list(payloads)
+    counts = Counter(n[0] for n in names)
+    common = max(counts, key=lambda k: (counts[k], -[n[0] for n in names].index(k)))
+    return [{**p, "results": {(common if k == n[0] else k): v for k, v in p["results"].items()}}
+            for p, n in zip(payloads, names)]
+
+
 def merge_results(payloads: Sequence[dict]) -> dict:
     """Combine results files of disjoint row ranges of one evaluation into one (exact: the
     averages are weighted by rows, ``repair_rate`` by hypotheses where the shards count them).
@@ -345,6 +358,7 @@ def merge_results(payloads: Sequence[dict]) -> dict:
     """
     if len(payloads) < 2:
         raise ValueError("merge needs at least two results files")
+    payloads = _common_model_name(payloads)
     first = payloads[0]
     for other in payloads[1:]:
         for key in _SAME_IN_SHARDS:

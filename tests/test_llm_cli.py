@@ -259,3 +259,25 @@ def test_embedded_model_is_small_documented_and_predicts_valid_records(tmp_path,
     for record in records:
         assert record.composition.counts == {"Li": 4, "Fe": 4, "P": 4, "O": 16}
         assert record.property(prop) == value
+
+
+def test_merge_names_one_model_evaluated_from_two_folders_as_one_method():
+    """Shards of the same weights (SHA-256) from different folders (an export and its embedded copy) merge into
+    one method, named as most shards name it; different weights are still refused."""
+    from llm_torch.evaluate import ROW_AVERAGES, merge_results
+
+    def shard(offset, rows, folder, top1, sha="abc"):
+        metrics = {k: 0.5 for k in ROW_AVERAGES} | {"sg_top1": top1, "rows": rows, "hypotheses": 5 * rows,
+                                                    "repair_rate": 0.0, "seconds": 1.0}
+        return {"data": {"rows": "test.csv", "train": "train", "property": "band_gap", "composition_mode": "cell",
+                         "offset": offset, "records": rows},
+                "ranking": {"num_beams": 4}, "model": {"path": folder, "weights_sha256": {"model.safetensors": sha}},
+                "results": {"most_frequent": dict(metrics), f"lm:{folder}": dict(metrics)}}
+
+    merged = merge_results([shard(0, 100, "export", 0.6), shard(100, 50, "embedded", 0.9),
+                            shard(150, 50, "embedded", 0.3)])
+    assert set(merged["results"]) == {"most_frequent", "lm:embedded"}
+    assert merged["results"]["lm:embedded"]["rows"] == 200
+    assert merged["results"]["lm:embedded"]["sg_top1"] == pytest.approx((60 + 45 + 15) / 200)
+    with pytest.raises(ValueError, match="different weights"):
+        merge_results([shard(0, 100, "export", 0.6), shard(100, 50, "embedded", 0.9, sha="other")])
