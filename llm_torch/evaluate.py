@@ -344,8 +344,7 @@ def _common_model_name(payloads: Sequence[dict]) -> list[dict]:
     names = [[k for k in p["results"] if k.startswith("lm:")] for p in payloads]
     if not all(len(n) == 1 for n in names) or len({n[0] for n in names}) == 1:
         return list(payloads)
-    counts = Counter(n[0] for n in names)
-    common = max(counts, key=lambda k: (counts[k], -[n[0] for n in names].index(k)))
+    common = Counter(n[0] for n in names).most_common(1)[0][0]  # ties: the first shard's name
     return [{**p, "results": {(common if k == n[0] else k): v for k, v in p["results"].items()}}
             for p, n in zip(payloads, names)]
 

@@ -235,8 +235,7 @@ class Predictor:
         texts per item. Items are left-padded (masked; positions follow the mask), so each item's
         beam search is the one it would get alone: beam scores are normalised by the generated
         length only, and finished items just wait for the others. One call for the ``candidates``
-        groups instead of one per group cut CPU decoding ~3x (the model is small, so the time is
-        per forward call, not per row)."""
+        groups instead of one per group: 3.04 -> 2.52 s per crystal on the 2-core CPU (llm_torch/README)."""
         import torch
         from transformers import GenerationConfig
 
@@ -274,15 +273,15 @@ class Predictor:
             )
         eos = self.tokenizer.eos_token_id
         texts: list[list[str]] = [[] for _ in items]
-        for index, row in enumerate(out[:, width:].tolist()):
-            prefix = items[index // num_return][1]
+        for index, row in enumerate(out[:, width:].tolist()):  # num_return rows per item, in item order
             if eos in row:
                 row = row[: row.index(eos)]
-            row = [t for t in row if t != self.tokenizer.pad_token_id]
+            row = [t for t in row if t != pad]
             if constrained:
-                texts[index // num_return].append(prefix + "".join(processors[0].trie.texts.get(t, "") for t in row))
+                answer = "".join(processors[0].trie.texts.get(t, "") for t in row)
             else:
-                texts[index // num_return].append(prefix + self.tokenizer.decode(row, skip_special_tokens=True))
+                answer = self.tokenizer.decode(row, skip_special_tokens=True)
+            texts[index // num_return].append(items[index // num_return][1] + answer)
         return texts
 
     def _to_hypothesis(self, text: str, spec: CompositionSpec, fallback_sg: int | None) -> Hypothesis | None:
