@@ -104,8 +104,10 @@ def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, pr
     """Schema records of the rows of a CDVAE CSV: ``limit`` rows (all when None) after the first
     ``offset``, counting the rows that symmetrize (every MP-20 row does).
 
-    Uses the preprocessing cache when it holds the whole file; otherwise symmetrizes only the
-    rows needed (and caches the whole file when no limit is given).
+    Uses the preprocessing cache when it holds the whole file. Without it, the first rows
+    (no offset, a limit) are symmetrized alone; any other call symmetrizes and caches the whole
+    file once, so that the shards of a sharded evaluation (``--offset N --limit M``) do not each
+    symmetrize the N rows before them again (~0.05 s a row: 7 min of one core for MP-20 test).
     """
     from unimdm_jax.data.io import read_rows
     from unimdm_jax.data.preprocess import (
@@ -120,12 +122,10 @@ def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, pr
         raise ValueError(f"offset must be >= 0, got {offset}")
     path = Path(path)
     cache = default_cache_dir() / f"{path.name}.{cache_key(path, DEFAULT_SYMPREC)}.npz"
-    if cache.exists() or limit is None:
+    if cache.exists() or limit is None or offset > 0:
         dataset, _ = preprocess_file(path, workers=workers, progress=progress)
     else:
-        # the rows before the offset are symmetrized too, so that offsets count the same rows
-        # whether or not the cache exists
-        dataset, _ = symmetrize_rows(read_rows([path], limit=offset + limit), workers=workers, progress=progress)
+        dataset, _ = symmetrize_rows(read_rows([path], limit=limit), workers=workers, progress=progress)
     stop = len(dataset) if limit is None else min(offset + limit, len(dataset))
     return [dataset[i].to_record(source=path.name.split(".")[0]) for i in range(offset, stop)]
 

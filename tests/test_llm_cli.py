@@ -127,8 +127,10 @@ def test_csv_records_offset_counts_the_same_rows_with_and_without_the_cache(tmp_
 
     monkeypatch.setenv("UNIMDM_CACHE", str(tmp_path / "cache"))
     head = csv_records(fixture_csv, limit=5)  # no cache: symmetrizes only these rows
-    assert csv_records(fixture_csv, limit=3, offset=2) == head[2:5]
-    whole = csv_records(fixture_csv)  # builds the cache of the whole file
+    assert not list((tmp_path / "cache").glob("*.npz"))
+    assert csv_records(fixture_csv, limit=3, offset=2) == head[2:5]  # a shard: caches the whole file
+    assert len(list((tmp_path / "cache").glob(f"{fixture_csv.name}.*.npz"))) == 1
+    whole = csv_records(fixture_csv)
     assert whole[:5] == head and len(whole) == 200
     assert csv_records(fixture_csv, limit=3, offset=2) == head[2:5]
     assert csv_records(fixture_csv, offset=198) == whole[198:]

@@ -142,7 +142,7 @@ class CrystalDataset:
         arrays = {f: getattr(self, f) for f in _CRYSTAL_FIELDS + _ATOM_FIELDS}
         arrays["property_names"] = np.asarray(self.property_names, dtype=str)
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # two processes may write one cache at once
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)
 
