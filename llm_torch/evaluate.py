@@ -357,7 +357,11 @@ def merge_results(payloads: Sequence[dict]) -> dict:
     """
     if len(payloads) < 2:
         raise ValueError("merge needs at least two results files")
-    payloads = _common_model_name(payloads)
+    named = _common_model_name(payloads)
+    lm_name = next((k for k in named[0]["results"] if k.startswith("lm:")), None)
+    # the model as the shards the method is named after record it (path, card), not an export's copy
+    model = next((p.get("model") for p in payloads if lm_name in p["results"]), payloads[0].get("model"))
+    payloads = named
     first = payloads[0]
     for other in payloads[1:]:
         for key in _SAME_IN_SHARDS:
@@ -394,7 +398,7 @@ def merge_results(payloads: Sequence[dict]) -> dict:
                  "offset": ranges[0][0], "limit": ranges[-1][1] - ranges[0][0] if contiguous else None,
                  "row_ranges": [list(r) for r in ranges]},
         "ranking": first.get("ranking"),
-        "model": first.get("model"),
+        "model": model,
         "results": results,
         "shards": [{k: p.get(k) for k in ("command", "machine", "git_commit", "date")} | {"rows": list(_shard_range(p))}
                    for p in sorted(payloads, key=_shard_range)],

@@ -281,5 +281,6 @@ def test_merge_names_one_model_evaluated_from_two_folders_as_one_method():
     assert set(merged["results"]) == {"most_frequent", "lm:embedded"}
     assert merged["results"]["lm:embedded"]["rows"] == 200
     assert merged["results"]["lm:embedded"]["sg_top1"] == pytest.approx((60 + 45 + 15) / 200)
+    assert merged["model"]["path"] == "embedded"  # the folder the method is named after
     with pytest.raises(ValueError, match="different weights"):
         merge_results([shard(0, 100, "export", 0.6), shard(100, 50, "embedded", 0.9, sha="other")])
