@@ -107,7 +107,7 @@ def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, pr
     Uses the preprocessing cache when it holds the whole file. Without it, the first rows
     (no offset, a limit) are symmetrized alone; any other call symmetrizes and caches the whole
     file once, so that the shards of a sharded evaluation (``--offset N --limit M``) do not each
-    symmetrize the N rows before them again (~0.05 s a row: 7 min of one core for MP-20 test).
+    symmetrize the N rows before them again (~0.05 s a row: 7.5 min of one core for MP-20 test, measured).
     """
     from unimdm_jax.data.io import read_rows
     from unimdm_jax.data.preprocess import (
