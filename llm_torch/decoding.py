@@ -18,7 +18,7 @@ from transformers import LogitsProcessor
 
 from .constraints import OutputGrammar, TokenTrie
 
-__all__ = ["SymmetryLogitsProcessor", "encode", "sequence_logprobs"]
+__all__ = ["SymmetryLogitsProcessor", "encode", "prefilled_cache", "sequence_logprobs"]
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -106,6 +106,33 @@ def _cache_keyword(model) -> str:
     except (TypeError, ValueError):  # pragma: no cover
         return "past_key_values"
     return "cache" if "cache" in params else "past_key_values"
+
+
+@torch.no_grad()
+def prefilled_cache(model, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, copies: int):
+    """The key/value cache of all but the last token of each (left-padded) row, computed once per row and
+    then repeated ``copies`` times (row-major, as ``generate`` expands items into beams or samples).
+
+    ``generate(input_ids, attention_mask, **{keyword: cache})`` then runs only the last token: beam search
+    with 4 beams no longer prefills four identical copies of every prompt. Positions follow the mask, as
+    ``generate`` computes them. Returns ``(keyword, cache)``, or None where the model has no repeatable
+    cache (``generate`` then prefills as usual).
+    """
+    if input_ids.shape[1] < 2:
+        return None
+    keyword = _cache_keyword(model)
+    mask = attention_mask[:, :-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    try:
+        out = model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True)
+    except (TypeError, ValueError):  # pragma: no cover - models without these arguments
+        return None
+    cache = getattr(out, keyword, None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    if copies > 1:
+        cache.batch_repeat_interleave(copies)
+    return keyword, cache
 
 
 @torch.no_grad()

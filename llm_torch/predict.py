@@ -183,8 +183,12 @@ class Predictor:
     """A causal LM + tokenizer that writes answers in the format of :mod:`llm_torch.prompts`."""
 
     def __init__(self, model, tokenizer, *, prompt_style: str = "plain", model_name: str = "model",
-                 property_name: str | None = None, neighbours=None, ranking: Ranking | None = None):
+                 property_name: str | None = None, neighbours=None, ranking: Ranking | None = None,
+                 prefill_once: bool = True):
         self.model = model
+        # prefill each item's prompt once and repeat its cache over the beams (llm_torch.decoding.prefilled_cache);
+        # False: let generate prefill every beam's copy (the same answers, slower)
+        self.prefill_once = prefill_once
         self.tokenizer = tokenizer
         self.prompt_style = prompt_style
         self.model_name = model_name
@@ -239,7 +243,7 @@ class Predictor:
         import torch
         from transformers import GenerationConfig
 
-        from .decoding import SymmetryLogitsProcessor
+        from .decoding import SymmetryLogitsProcessor, prefilled_cache
 
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -267,9 +271,15 @@ class Predictor:
             pad_token_id=pad,
             **({"top_k": 0, "top_p": 1.0, "temperature": temperature} if sample else {}),
         )
+        cache = {}
+        if self.prefill_once:
+            # generate expands each item to num_beams rows (beam search) or num_return rows (sampling)
+            prefilled = prefilled_cache(self.model, inputs, mask, config.num_beams if config.num_beams > 1 else num_return)
+            if prefilled is not None:
+                cache = {prefilled[0]: prefilled[1]}
         with torch.no_grad():
             out = self.model.generate(
-                input_ids=inputs, attention_mask=mask, generation_config=config, logits_processor=processors,
+                input_ids=inputs, attention_mask=mask, generation_config=config, logits_processor=processors, **cache,
             )
         eos = self.tokenizer.eos_token_id
         texts: list[list[str]] = [[] for _ in items]

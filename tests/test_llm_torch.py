@@ -313,3 +313,51 @@ def test_batched_group_decoding_equals_decoding_each_group_alone():
         alone = [predictor._generate(ids, grammar, prefix, **kwargs) for ids, prefix in items]
         assert batched == alone
         assert all(grammar.accepts(text) for texts in batched for text in texts)
+
+
+def test_prefilling_each_prompt_once_gives_the_same_answers_and_skips_the_copies():
+    """``Predictor.prefill_once`` runs each item's prompt once and repeats its key/value cache over the beams
+    (or samples) instead of letting ``generate`` prefill every copy. The answers must be those of the plain
+    ``generate`` call, token for token, for beam search and for seeded sampling; and the long forward pass
+    must see one row per item, not one per beam."""
+    import functools
+
+    import torch
+
+    from llm_torch.predict import Predictor, default_model_dir
+    from llm_torch.prompts import positions_line, space_group_line
+
+    predictor = Predictor.from_dir(default_model_dir("band_gap"), neighbours=None)
+    spec = parse_composition("Sr2Ti2O6")
+    grammar = OutputGrammar(spec)
+    prompt = predictor.prompt_ids(spec, "band_gap", 1.5)
+    prefixes = [space_group_line(g) + "\n" + positions_line(g) + "\n" for g in grammar.groups[:6]]
+    items = [(prompt + predictor._encode(prefix), prefix) for prefix in prefixes]
+    assert len({len(ids) for ids, _ in items}) > 1  # padded batch
+
+    rows_seen = []
+    forward = predictor.model.forward
+
+    @functools.wraps(forward)  # generate reads the signature (position_ids) through __wrapped__
+    def recording_forward(*args, **kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1:
+            rows_seen.append(ids.shape[0])
+        return forward(*args, **kwargs)
+
+    predictor.model.forward = recording_forward
+    try:
+        for kwargs in (dict(sample=False, num_beams=4, num_return=2, temperature=1.0),
+                       dict(sample=True, num_beams=1, num_return=3, temperature=1.0)):
+            answers = {}
+            for once in (False, True):
+                predictor.prefill_once = once
+                rows_seen.clear()
+                torch.manual_seed(7)
+                answers[once] = predictor._generate_batch(items, grammar, constrained=True, **kwargs)
+                copies = kwargs["num_beams"] if not kwargs["sample"] else kwargs["num_return"]
+                assert rows_seen == ([len(items)] if once else [len(items) * copies])
+            assert answers[True] == answers[False], kwargs
+            assert all(grammar.accepts(text) for texts in answers[True] for text in texts)
+    finally:
+        predictor.model.forward = forward
