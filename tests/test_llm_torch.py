@@ -264,6 +264,17 @@ def test_finetune_lora_saves_adapter(tmp_path, examples, tokenizer, tiny_model):
     prediction = predictor.predict(parse_composition("NaCl", "cell"), "band_gap", 5.0, top_k=2)
     for record in prediction.records(predictor.model_name):
         validate_record(record)
+    # the adapter model takes the prefilled key/value cache too, with the answers of the plain generate call
+    from llm_torch.decoding import prefilled_cache
+
+    ids = torch.tensor([[3, 4, 5, 6], [0, 3, 4, 5]])
+    assert prefilled_cache(predictor.model, ids, (ids != 0).long(), 2)[1].get_seq_length() == 3
+    spec = parse_composition("Na2Cl2", "cell")
+    predictor.prefill_once = False
+    plain = predictor.predict(spec, "band_gap", 5.0, top_k=3)
+    predictor.prefill_once = True
+    once = predictor.predict(spec, "band_gap", 5.0, top_k=3)
+    assert [(h.key(), h.logprob) for h in once.hypotheses] == [(h.key(), h.logprob) for h in plain.hypotheses]
 
 
 def test_finetune_full_trains_every_weight_of_a_saved_model(tmp_path, examples, tokenizer, tiny_model):
