@@ -187,7 +187,7 @@ class Predictor:
                  prefill_once: bool = True):
         self.model = model
         # prefill each item's prompt once and repeat its cache over the beams (llm_torch.decoding.prefilled_cache);
-        # False: let generate prefill every beam's copy (the same answers, slower)
+        # False: let generate prefill every beam's copy (slower; on CPU float32 the same answers, tests/test_llm_torch.py)
         self.prefill_once = prefill_once
         self.tokenizer = tokenizer
         self.prompt_style = prompt_style
