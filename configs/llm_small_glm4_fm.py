@@ -48,7 +48,7 @@ def get_config():
         mode="full",
         base_model="llm_torch/checkpoints/small_glm4_bg",
         output_dir="workdirs/llm_small_glm4_fm",
-        export_dir="llm_torch/checkpoints/small_glm4_fm",
+        export_dir="workdirs/export/small_glm4_fm",  # never over the shipped llm_torch/checkpoints/small_glm4_fm
         property_name="formation_energy_per_atom",
         composition_mode="both",
         max_steps=600,

@@ -247,3 +247,26 @@ def test_coord_score_loss_normalisation():
     np.testing.assert_allclose(g, 2 * (hat - perfect) / 6, rtol=1e-5, atol=1e-7)
     per = jax.vmap(dif.coord_score_loss)(hat, target, norm)
     assert per.shape == (2,)
+
+
+def test_respaced_schedules_keep_the_marginals_at_the_kept_steps():
+    """Re-spacing T=1000 to 250 steps: the new chain's cumulative alphas are the originals at
+    t_s = 4 s (so q(k_s | k_0) is unchanged), its betas compose to them, the VE sigmas are the
+    originals at t_s, and the network is told t_s; T steps give back the original tables."""
+    from unimdm_jax.objective import DiffusionConfig, make_schedules, respace_schedules
+
+    full = make_schedules(DiffusionConfig(timesteps=1000))
+    short = respace_schedules(full, 250)
+    t = np.arange(0, 1001, 4)
+    np.testing.assert_array_equal(np.asarray(short.network_t), t)
+    np.testing.assert_allclose(np.asarray(short.ddpm.alphas_cumprod)[1:], np.asarray(full.ddpm.alphas_cumprod)[t[1:]],
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.cumprod(np.asarray(short.ddpm.alphas, np.float64)),
+                               np.asarray(short.ddpm.alphas_cumprod), rtol=1e-4)
+    np.testing.assert_array_equal(np.asarray(short.ve.sigmas), np.asarray(full.ve.sigmas)[t])
+    assert short.ve.sigmas[0] == 0 and short.ddpm.sigmas[1] == 0  # the last step is noise-free
+    same = respace_schedules(full, 1000)
+    for a, b in zip(jax.tree_util.tree_leaves(same[:4]), jax.tree_util.tree_leaves(full[:4])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError):
+        respace_schedules(full, 1001)

@@ -76,3 +76,23 @@ def test_denoiser_supports_jit_vmap_and_grad(fixture_dataset):
     assert np.isfinite(gradient)
     batched = jax.vmap(lattice_output)(jnp.linspace(0.0, 4.0, 3))
     assert batched.shape == (3,) and np.all(np.isfinite(batched))
+
+
+def test_respaced_sampling_is_the_same_chain_at_full_length_and_stays_on_the_orbits(fixture_dataset):
+    from unimdm_jax.objective import respace_schedules
+
+    dataset, _ = fixture_dataset
+    model, state = init_state(CONFIG, sharded_batch(dataset, np.arange(2), 1))
+    indices = np.arange(8)
+    graphs = jax.tree_util.tree_map(jnp.asarray, graphs_from_dataset(dataset, indices, Budget(256, 4096, 9)))
+    schedules = make_schedules(CONFIG.diffusion)
+    condition, use = jnp.ones((9, 1)), jnp.ones((9, 1), bool)
+    args = (state.params, model, graphs, jax.random.PRNGKey(3))
+    plain = sample(*args, schedules, CONFIG.diffusion, condition, use)
+    same = sample(*args, respace_schedules(schedules, CONFIG.diffusion.timesteps), CONFIG.diffusion, condition, use)
+    for a, b in zip(plain, same):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x, _ = sample(*args, respace_schedules(schedules, 10), CONFIG.diffusion, condition, use)
+    rebuilt = np.asarray(wyckoff.apply_ops(graphs.nodes["wyckoff_ops"], graphs.nodes["anchor"], x))
+    mask = np.asarray(graphs.nodes["mask"])
+    assert np.abs((rebuilt - np.asarray(x) + 0.5) % 1.0 - 0.5)[mask].max() < 1e-5

@@ -76,6 +76,32 @@ def test_training_resumes_with_same_data_order(fixture_dataset, tmp_path, monkey
     assert list((tmp_path / "resumed" / "tensorboard").iterdir()), "no TensorBoard event files"
 
 
+def test_training_resumes_on_another_machine_from_the_train_state_file(fixture_dataset, tmp_path, monkeypatch):
+    """4 steps in one go == 2 steps, then 2 more in a new, empty work dir (another machine) that
+    has only the first run's train_state.safetensors; the file keeps both segments."""
+    import unimdm_jax.data.preprocess as preprocess
+    from unimdm_jax.checkpoint import CheckpointError, train_state_segments
+    from unimdm_jax.train import TRAIN_STATE_FILE, train
+
+    dataset, _ = fixture_dataset
+    small = dataset.select(np.arange(48))
+    monkeypatch.setattr(preprocess, "load_policy_split", lambda name, root=None, **kw: (small, []))
+    config = dataclasses.replace(TINY, total_steps=4, checkpoint_every=2, log_every=1, eval_every=1000)
+    straight = train(config, tmp_path / "straight", progress=False)
+    train(dataclasses.replace(config, total_steps=2), tmp_path / "first", progress=False)
+    committed = tmp_path / "committed.safetensors"
+    committed.write_bytes((tmp_path / "first" / TRAIN_STATE_FILE).read_bytes())
+    resumed = train(dataclasses.replace(config, resume_from=str(committed)), tmp_path / "second", progress=False)
+    assert int(resumed.step) == 4
+    for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    segments = train_state_segments(tmp_path / "second" / TRAIN_STATE_FILE)
+    assert [(s["from_step"], s["to_step"]) for s in segments] == [(0, 2), (2, 4)]
+    wider = dataclasses.replace(config, model=dataclasses.replace(config.model, hidden=48), resume_from=str(committed))
+    with pytest.raises(CheckpointError, match="shape"):
+        train(wider, tmp_path / "third", progress=False)
+
+
 def test_loss_decreases_when_overfitting_a_batch(fixture_dataset):
     """A tiny model fitting one fixed batch must reduce its loss, measured before and after
     training at the same 8 fixed noise draws (so the comparison is not noise-level luck)."""

@@ -7,6 +7,12 @@ turns the EMA parameters of one step into a small folder that ships inside the p
     config.json         the TrainConfig it was trained with
     model_card.json     data, training command, time, hardware, metrics (see README)
 
+A *train state file* (``save_train_state``; the trainer writes ``train_state.safetensors``
+into its work dir at every checkpoint) holds the whole state needed to resume (step, params,
+EMA params, optimizer moments) in one safetensors file, keyed by pytree path, with the
+segments trained so far in its metadata: committed, it lets the next training segment
+continue on any machine (``TrainConfig.resume_from`` / ``train --resume-from``).
+
 ``load_model`` reads either such a folder or a training work dir (latest orbax step) and
 returns the module of the config's task (``train.TASKS``: the Crystal DiT or the property
 oracle). Configs exported before tasks existed have no ``task`` field: they are diffusion.
@@ -48,6 +54,53 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = value
     return tree
+
+
+def save_train_state(state, path: Path | str, segments: list | None = None) -> Path:
+    """Write a TrainState (any pytree) to one safetensors file, atomically; ``segments`` (JSON-able)
+    is the training history kept in its metadata."""
+    import os
+
+    import jax
+    from safetensors.numpy import save_file
+
+    arrays = {jax.tree_util.keystr(p): np.asarray(leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(state)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(arrays, str(tmp), metadata={"segments": json.dumps(segments or [])})
+    os.replace(tmp, path)
+    return path
+
+
+def train_state_segments(path: Path | str) -> list:
+    """The training history stored in a train state file's metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return json.loads((handle.metadata() or {}).get("segments", "[]"))
+
+
+def load_train_state(template, path: Path | str):
+    """The state of ``template``'s structure with the arrays of a train state file; raises
+    CheckpointError unless the file has exactly the template's paths and shapes."""
+    import jax
+    from safetensors.numpy import load_file
+
+    try:
+        arrays = load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt file
+        raise CheckpointError(f"corrupt train state {path}: {type(error).__name__}: {error}".splitlines()[0]) from error
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    names = [jax.tree_util.keystr(p) for p, _ in leaves]
+    if set(names) != set(arrays):
+        differ = sorted(set(names) ^ set(arrays))
+        raise CheckpointError(f"train state {path} does not match the config's model (first difference: {differ[0]})")
+    for name, (_, leaf) in zip(names, leaves):
+        if np.shape(leaf) != arrays[name].shape:
+            raise CheckpointError(f"train state {path}: {name} has shape {arrays[name].shape}, expected {np.shape(leaf)}")
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(arrays[n], np.asarray(leaf).dtype)
+                                                  for n, (_, leaf) in zip(names, leaves)])
 
 
 def _tuples(value):
@@ -182,6 +235,9 @@ def main(argv=None) -> int:
         },
         "metrics": {Path(m).stem: json.loads(Path(m).read_text()) for m in args.metrics},
     }
+    state_file = Path(args.workdir) / "train_state.safetensors"
+    if state_file.exists():  # resumable segments: every segment trained so far, this one last
+        card["training"]["segments"] = train_state_segments(state_file)
     if config.init_from:  # a warm start: keep the lineage (what the starting weights were)
         source = Path(config.init_from)
         source_card = json.loads((source / "model_card.json").read_text()) if (source / "model_card.json").is_file() else {}

@@ -43,8 +43,15 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
                    step_lr: float = 1e-5, property_values=None, progress: bool = True, oracle_apply=None,
                    oracle_params=None, oracle_targets=None, oracle_property_index: int = 0,
                    classifier_scale: float = 0.0, classifier_sigma: float = 1.0,
-                   classifier_safeguards: bool = True):
+                   classifier_safeguards: bool = True, as_arrays: bool = False, deadline: float | None = None,
+                   steps: int | None = None):
     """Sample one structure for every crystal of ``dataset`` under its own symmetry.
+
+    ``as_arrays``: return ``(frac_coords (n_atoms, 3), lattice_parameters (6,))`` per crystal
+    instead of pymatgen Structures (no pymatgen needed: a machine with only JAX).
+    ``steps``: sample in that many steps instead of the trained T (``objective.respace_schedules``).
+    ``deadline`` (a ``time.perf_counter()`` value): stop after the batch that passes it; the
+    crystals sampled so far, in order, are returned (fewer than ``len(dataset)``).
 
     All batches are padded to one budget, so the sampler compiles once. ``property_values``
     (G, P) overrides the dataset's properties as the condition (NaN = unconditional).
@@ -67,7 +74,7 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     from unimdm_jax.data.batching import Budget, budget_for, graphs_from_dataset
     from unimdm_jax.gradients import oracle_guidance
     from unimdm_jax.lattice import k_to_lattice_params
-    from unimdm_jax.objective import make_schedules
+    from unimdm_jax.objective import make_schedules, respace_schedules
     from unimdm_jax.sampler import MAX_COORDINATE_SHIFT, MAX_LATTICE_SHIFT, sample
     from unimdm_jax.train import property_columns
 
@@ -78,6 +85,8 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     budgets = [budget_for([dataset.num_atoms[b].astype(np.int64)], batch_size) for b in batches]
     budget = Budget(max(b.nodes for b in budgets), max(b.edges for b in budgets), batch_size + 1)
     schedules = make_schedules(config.diffusion)
+    if steps is not None and steps != config.diffusion.timesteps:
+        schedules = respace_schedules(schedules, steps)
     values = dataset.properties[:, columns] if property_values is None else np.asarray(property_values, np.float64)
     structures, sampling_seconds = [], 0.0
     bounds = dict(classifier_max_lattice_shift=MAX_LATTICE_SHIFT if classifier_safeguards else np.inf,
@@ -104,8 +113,14 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
         if number > 0:  # the first batch includes compilation
             sampling_seconds += time.perf_counter() - started
         offsets = np.concatenate([[0], np.cumsum(graphs.n_node)])
-        structures += crystal_structures(dataset, indices, x, lattice_params, offsets)
-    timed = len(dataset) - len(batches[0])
+        if as_arrays:
+            structures += [(np.asarray(x[offsets[i]: offsets[i] + dataset.num_atoms[index]]), lattice_params[i])
+                           for i, index in enumerate(indices)]
+        else:
+            structures += crystal_structures(dataset, indices, x, lattice_params, offsets)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    timed = len(structures) - len(batches[0])
     per_crystal = sampling_seconds / timed if timed > 0 else None  # None: only the compiling batch ran
     return structures, per_crystal
 
@@ -185,6 +200,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w")
     parser.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step size")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps (default: the trained T; fewer re-space the schedules)")
     parser.add_argument("--processes", type=int, default=None, help="matching processes")
     parser.add_argument("--out", default=None, help="JSON results file")
     parser.add_argument("--cif-dir", default=None, help="also write the generated CIFs here")
@@ -202,7 +219,7 @@ def main(argv=None) -> int:
     rows = {r.source: r.cif for r in read_rows([args.csv])}
     started = time.perf_counter()
     structures, seconds_per_crystal = sample_dataset(model, params, config, dataset, args.batch_size, args.seed,
-                                                     args.guidance, args.step_lr)
+                                                     args.guidance, args.step_lr, steps=args.steps)
     sample_wall = time.perf_counter() - started
     rms = match_all([rows[s] for s in dataset.source], structures, args.processes)
     matched = [r for r in rms if r is not None]
@@ -221,7 +238,8 @@ def main(argv=None) -> int:
         "training": card.get("training"),
         "guidance_scale": args.guidance,
         "step_lr": args.step_lr,
-        "sampling": {"timesteps": config.diffusion.timesteps, "batch_size": args.batch_size,
+        "sampling": {"timesteps": config.diffusion.timesteps, "steps": args.steps or config.diffusion.timesteps,
+                     "batch_size": args.batch_size,
                      "seconds_per_crystal": seconds_per_crystal, "wall_seconds_including_compile": sample_wall},
     }
     if args.cif_dir:

@@ -37,6 +37,9 @@ class Schedules(NamedTuple):
     ve: diffusion.VESchedule
     k_mask: jax.Array  # (231, 6) per space group
     k_bias: jax.Array  # (231, 6)
+    # the training step t the network is given at each step of these tables (T' + 1,); None:
+    # the identity (tables of the trained T). Set by ``respace_schedules``.
+    network_t: jax.Array | None = None
 
 
 def make_schedules(config: DiffusionConfig) -> Schedules:
@@ -47,6 +50,37 @@ def make_schedules(config: DiffusionConfig) -> Schedules:
         jnp.asarray(mask),
         jnp.asarray(bias),
     )
+
+
+def respace_schedules(schedules: Schedules, steps: int) -> Schedules:
+    """Tables for sampling a model trained with T steps in ``steps`` < T steps (Nichol &
+    Dhariwal 2021, sec. 4: "improving sampling speed"): step s = 1..steps of the new chain is
+    training step t_s = round(s T / steps), and
+
+    - VE coordinates: sigma'_s = sigma_{t_s} (the ancestral predictor moves N(sigma_{t_s}) to
+      N(sigma_{t_{s-1}}), so the chain ends at the same clean sigma'_0 = 0);
+    - DDPM lattice: abar'_s = abar_{t_s}, beta'_s = 1 - abar'_s / abar'_{s-1}, and the
+      posterior std recomputed from them;
+    - the network sees t_s (``network_t``), the step it was trained on.
+
+    ``steps`` = T returns tables equal to the originals."""
+    import numpy as np
+
+    T = schedules.ve.sigmas.shape[0] - 1
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be in 1..{T}, got {steps}")
+    t = np.concatenate([[0], np.round(np.arange(1, steps + 1) * T / steps).astype(np.int64)])
+    if steps == T:  # the original tables (recomputing them from float32 would round differently)
+        return schedules._replace(network_t=jnp.asarray(t, jnp.int32))
+    abar = np.asarray(schedules.ddpm.alphas_cumprod, np.float64)[t]
+    abar[0] = 1.0
+    betas = np.concatenate([[0.0], 1.0 - abar[1:] / abar[:-1]])
+    post_var = np.zeros_like(betas)
+    post_var[1:] = betas[1:] * (1.0 - abar[:-1]) / (1.0 - abar[1:])
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    ddpm = diffusion.DDPMSchedule(f32(betas), f32(1.0 - betas), f32(abar), f32(np.sqrt(post_var)))
+    ve = diffusion.VESchedule(schedules.ve.sigmas[t], schedules.ve.sigmas_norm[t])
+    return schedules._replace(ddpm=ddpm, ve=ve, network_t=jnp.asarray(t, jnp.int32))
 
 
 def anchor_mask(graphs):

@@ -124,7 +124,8 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
     def step(carry, t):
         x, k, key = carry
         key, corrector_key, predictor_key, lattice_key = jax.random.split(key, 4)
-        t_graph = jnp.full((num_graphs,), t)
+        # the network's step: t itself, or the training step a respaced chain's step t stands for
+        t_graph = jnp.full((num_graphs,), t if schedules.network_t is None else schedules.network_t[t])
         sigma_t, sigma_prev = sigmas[t], sigmas[t - 1]
 
         noise_scale = node_mask * (t > 1)  # the last step is noise-free, as in DiffCSP
@@ -145,6 +146,6 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
         k = jnp.clip(k, -K_LIMIT, K_LIMIT)  # keep a diverging chain finite (|k| = 10: lengths ~ e^5.8)
         return (x, k, key), None
 
-    timesteps = jnp.arange(config.timesteps, 0, -1)
+    timesteps = jnp.arange(sigmas.shape[0] - 1, 0, -1)  # T, or fewer steps (objective.respace_schedules)
     (x, k, _), _ = jax.lax.scan(step, (x, k, loop_key), timesteps)
     return x, k

@@ -33,8 +33,12 @@ import numpy as np
 import optax
 from flax import struct
 
+from unimdm_jax.checkpoint import load_train_state, save_train_state, train_state_segments
 from unimdm_jax.model import CrystalDiT, ModelConfig, OracleConfig, PropertyOracle
 from unimdm_jax.objective import DiffusionConfig, clean_k, crystal_keys, diffusion_loss, make_schedules
+
+
+TRAIN_STATE_FILE = "train_state.safetensors"  # the portable copy of the latest checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,10 @@ class TrainConfig:
     # dir, with the same parameter shapes; the optimizer starts fresh. Used only when the
     # work dir has no saved step yet (a resumed run continues from its own checkpoint).
     init_from: str | None = None
+    # resume: a train state file (checkpoint.save_train_state; a work dir's
+    # train_state.safetensors, committed at the end of a segment) to continue from, optimizer
+    # and step included, when the work dir has no saved step yet. Takes precedence over init_from.
+    resume_from: str | None = None
 
 
 class TrainState(struct.PyTreeNode):
@@ -298,25 +306,65 @@ def save_run_files(workdir: Path, config: TrainConfig, config_path: str | None):
         (workdir / "config.py").write_text(Path(config_path).read_text())
 
 
-def train(config: TrainConfig, workdir: Path, config_path: str | None = None, progress: bool = True) -> TrainState:
+def steps_per_second(config: TrainConfig, train_set, timed_steps: int = 30) -> float:
+    """Training steps per second of ``config`` on this machine's devices, compilation excluded
+    (to size a run to a wall-clock budget with the schedule's shape unchanged). Batches are
+    padded to a few bucketed shapes, each compiled once: every shape met is compiled before
+    the timed steps, and a timed step only ever runs an already compiled shape."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    from unimdm_jax.data.batching import BatchIterator
+
+    devices = np.asarray(jax.devices())
+    mesh = Mesh(devices, ("data",))
+    iterator = BatchIterator(train_set, config.batch_size, config.seed, num_shards=len(devices))
+    model, state = init_state(config, iterator.sharded(0))
+    step = make_train_step(model, config, property_columns(config.model, train_set.property_names), mesh)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    sharding = NamedSharding(mesh, P("data"))
+    batches = [iterator.sharded(i) for i in range(timed_steps)]
+    compiled = set()
+    for batch in batches:  # compile every shape the timed steps use, twice (donated buffers)
+        shape = (batch.nodes["mask"].shape, batch.senders.shape)
+        if shape not in compiled:
+            for _ in range(2):
+                state, metrics = step(state, jax.device_put(batch, sharding))
+            compiled.add(shape)
+    jax.block_until_ready(metrics)
+    started = time.perf_counter()
+    for batch in batches:
+        state, metrics = step(state, jax.device_put(batch, sharding))
+    jax.block_until_ready(metrics)
+    return timed_steps / (time.perf_counter() - started)
+
+
+def train(config: TrainConfig, workdir: Path, config_path: str | None = None, progress: bool = True,
+          datasets=None) -> TrainState:
+    """Train ``config`` in ``workdir`` (resuming there when it has a saved step). ``datasets``:
+    ``(train_set, eval_set)`` CrystalDatasets instead of the policy splits read through the
+    preprocessing cache (a machine without the CSVs or pymatgen; ``unimdm_jax.remote``)."""
     import orbax.checkpoint as ocp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from tensorboardX import SummaryWriter
     from tqdm.auto import tqdm
 
+    from unimdm_jax.data import preprocess
     from unimdm_jax.data.batching import BatchIterator
-    from unimdm_jax.data.preprocess import load_policy_split
 
+    load_policy_split = preprocess.load_policy_split  # looked up at call time (tests replace it)
     workdir = Path(workdir)
     get_task(config)  # fail early on an unknown task or a mismatched model config
     devices = np.asarray(jax.devices())
     mesh = Mesh(devices, ("data",))
     num_shards = len(devices)
 
-    train_set, failures = load_policy_split(config.train_split, config.data_root, progress=progress)
+    if datasets is None:
+        train_set, failures = load_policy_split(config.train_split, config.data_root, progress=progress)
+        eval_set, _ = load_policy_split(config.eval_split, config.data_root, progress=progress)
+    else:
+        (train_set, eval_set), failures = datasets, []
     if config.train_limit:
         train_set = train_set.select(np.arange(min(config.train_limit, len(train_set))))
-    eval_set, _ = load_policy_split(config.eval_split, config.data_root, progress=progress)
     print(f"training on {len(train_set)} crystals ({len(failures)} failed symmetry extraction), "
           f"{num_shards} device(s): {devices[0].platform}", file=sys.stderr)
     columns = property_columns(config.model, train_set.property_names)
@@ -326,9 +374,16 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
     manager = checkpoint_manager(workdir, config)
     iterator = BatchIterator(train_set, config.batch_size, config.seed, num_shards=num_shards)
     model, state = init_state(config, iterator.sharded(0))
+    segments = []  # the training history carried by train state files
     if manager.latest_step() is not None:
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
         print(f"resumed from step {int(state.step)}", file=sys.stderr)
+        if (workdir / TRAIN_STATE_FILE).exists():
+            segments = train_state_segments(workdir / TRAIN_STATE_FILE)[:-1]
+    elif config.resume_from:
+        state = load_train_state(state, config.resume_from)
+        segments = train_state_segments(config.resume_from)
+        print(f"resumed from {config.resume_from} at step {int(state.step)}", file=sys.stderr)
     elif config.init_from:
         state = warm_start(state, config, config.init_from)
         print(f"initialised from {config.init_from}", file=sys.stderr)
@@ -377,11 +432,24 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
                 writer.add_scalar(f"{config.eval_split}/{name}", value, done)
         if done % config.checkpoint_every == 0 or done == config.total_steps:
             manager.save(done, args=ocp.args.StandardSave(state))
+            segment = {"workdir": str(workdir), "from_step": start_step, "to_step": done,
+                       "wall_seconds": round(time.perf_counter() - started, 1), "hardware": _hardware(),
+                       "resume_from": config.resume_from, "init_from": config.init_from}
+            save_train_state(jax.device_get(state), workdir / TRAIN_STATE_FILE, [*segments, segment])
     manager.wait_until_finished()
     bar.close()
     csv_file.close()
     writer.close()
     return state
+
+
+def _hardware() -> str:
+    import os
+    import platform
+
+    devices = jax.devices()
+    kind = devices[0].device_kind if devices[0].platform != "cpu" else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {len(devices)} {devices[0].platform} device(s) ({kind})"
 
 
 def evaluate_loss(eval_loss, params, dataset, config: TrainConfig, num_shards, sharding, max_batches: int = 16):
@@ -407,6 +475,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="default: workdirs/<config name>")
     parser.add_argument("--steps", type=int, default=None, help="override total_steps")
     parser.add_argument("--init-from", default=None, help="override init_from (warm start from a checkpoint; 'none': from scratch)")
+    parser.add_argument("--resume-from", default=None,
+                        help="continue from a train state file (e.g. a committed workdir/train_state.safetensors)")
     parser.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -419,6 +489,8 @@ def main(argv=None) -> int:
         config = dataclasses.replace(config, total_steps=args.steps)
     if args.init_from is not None:
         config = dataclasses.replace(config, init_from=None if args.init_from == "none" else args.init_from)
+    if args.resume_from is not None:
+        config = dataclasses.replace(config, resume_from=args.resume_from)
     if args.distributed:
         jax.distributed.initialize()
     workdir = Path(args.workdir or Path("workdirs") / Path(args.config).stem)

@@ -36,6 +36,13 @@ class ModelConfig:
     num_layers: int = 4
     num_heads: int = 4
     num_frequencies: int = 16
+    # phi_m of the message passing (see model/message_passing.py): its number of layers and
+    # the lowest Fourier frequency; 2 and 0 (with 128 frequencies) are the reference's
+    message_layers: int = 1
+    first_frequency: int = 1
+    # False: no Crystal DiT attention block; the property tokens are added to the
+    # time/space-group token instead (how DiffCSP++'s property variant conditions)
+    attention: bool = True
     # conditioning properties and the value range their radial basis covers
     properties: tuple[str, ...] = ("band_gap",)
     property_ranges: tuple[tuple[float, float], ...] = ((0.0, 10.0),)
@@ -92,18 +99,22 @@ class CrystalDiT(nn.Module):
         num_property_tokens = property_tokens.shape[1]
         context = jnp.concatenate([global_token[:, None, :], property_tokens], axis=1)  # (G, 1+P, D)
 
+        if not cfg.attention and property_attention:  # the property enters through the global token
+            global_token = global_token + property_tokens.sum(axis=1)
         ops = nodes["wyckoff_ops"]
         h = nn.Embed(NUM_ELEMENTS, cfg.hidden, name="element_embedding")(nodes["atomic_numbers"])
         h = h + nn.Dense(cfg.hidden, name="wyckoff_op_embedding")(ops[:, :3, :].reshape(num_nodes, 12))
         h = h + global_token[node_graph]
         k_per_node = k[node_graph]
         for layer in range(cfg.num_layers):
-            h = CrystalMessagePassing(cfg.hidden, cfg.num_frequencies, name=f"message_passing_{layer}")(
+            h = CrystalMessagePassing(cfg.hidden, cfg.num_frequencies, cfg.message_layers, cfg.first_frequency,
+                                      name=f"message_passing_{layer}")(
                 h, frac_coords, k_per_node, graphs.senders, graphs.receivers, edge_mask
             )
-            h = CrystalDiTBlock(cfg.hidden, cfg.num_heads, name=f"dit_block_{layer}")(
-                h, node_graph, num_graphs, context, node_mask, num_property_tokens, property_attention
-            )
+            if cfg.attention:
+                h = CrystalDiTBlock(cfg.hidden, cfg.num_heads, name=f"dit_block_{layer}")(
+                    h, node_graph, num_graphs, context, node_mask, num_property_tokens, property_attention
+                )
         h = nn.LayerNorm(name="final_norm")(h)
         coord_score = nn.Dense(3, name="coord_head", kernel_init=nn.initializers.zeros)(h)
         mask = node_mask[:, None].astype(h.dtype)

@@ -16,10 +16,11 @@ def sinusoidal_embedding(t, dim: int, max_period: float = 10000.0):
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-def fourier_features(delta_frac, num_frequencies: int):
+def fourier_features(delta_frac, num_frequencies: int, first_frequency: int = 1):
     """Periodic features of relative fractional coordinates (DiffCSP eq. 6, psi_FT):
-    sin and cos of 2 pi n (f_j - f_i) for n = 1..num_frequencies; shape (..., 6 n)."""
-    n = jnp.arange(1, num_frequencies + 1, dtype=delta_frac.dtype)
+    sin and cos of 2 pi n (f_j - f_i) for n = first_frequency .. first_frequency +
+    num_frequencies - 1 (the reference uses 0..127; n = 0 adds a constant); shape (..., 6 n)."""
+    n = jnp.arange(first_frequency, first_frequency + num_frequencies, dtype=delta_frac.dtype)
     angles = 2.0 * jnp.pi * delta_frac[..., None] * n  # (..., 3, n)
     features = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
     return features.reshape(*delta_frac.shape[:-1], -1)
