@@ -79,6 +79,25 @@ def train_candidate(name: str, budget_s: float, rate: float | None = None) -> No
                                                      "train_seconds": round(time.perf_counter() - started, 1)}))
 
 
+def record_training(name: str) -> dict:
+    """Write the training half of a candidate's row (steps, rate, holdout losses) to
+    ``results/dit_study/<name>_training.json``, from its work dir."""
+    import csv
+
+    workdir = ROOT / "workdirs" / "study" / name
+    trained = json.loads((workdir / "study.json").read_text())
+    held = [r for r in csv.DictReader(open(workdir / "metrics.csv")) if r["split"] == "holdout"][-1]
+    row = {"candidate": name, "what": CANDIDATES[name][1], "model": dataclasses.asdict(candidate_config(name).model),
+           **trained, "epochs": round(trained["steps"] * 64 / 28218, 2),
+           "holdout_loss": {k: round(float(held[k]), 4) for k in ("loss", "coord_loss", "lattice_loss")},
+           "holdout": "val.csv.gz rows 1-1000, the trainer's 16 fixed batches"}
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import write_result
+
+    write_result(RESULTS / f"{name}_training.json", row)
+    return row
+
+
 def run_candidate(name: str, eval_limit: int, data: Path) -> dict:
     """Evaluate a trained candidate on the first ``eval_limit`` holdout rows; write its row."""
     from unimdm_jax.checkpoint import training_summary
@@ -159,7 +178,8 @@ def main() -> None:
     parser.add_argument("--rate-only", action="store_true", help="print each candidate's steps per second and exit")
     parser.add_argument("--rates", nargs="*", default=[], metavar="NAME=STEPS_PER_S",
                         help="steps per second measured earlier (alone on this machine) instead of measuring again")
-    parser.add_argument("--stage", choices=("train", "evaluate", "both"), default="both")
+    parser.add_argument("--stage", choices=("train", "evaluate", "both", "record"), default="both",
+                        help="record: write the training rows of candidates already trained")
     args = parser.parse_args()
     if args.table:
         print_table()
@@ -175,6 +195,8 @@ def main() -> None:
             continue
         if args.stage in ("train", "both"):
             train_candidate(name, args.budget_minutes * 60, rates.get(name))
+        if args.stage in ("train", "both", "record"):
+            record_training(name)
         if args.stage in ("evaluate", "both"):
             run_candidate(name, args.eval_limit, Path(args.data))
 

@@ -4,6 +4,7 @@ sample, weights in bfloat16 shards and samples out, matching here."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -31,7 +32,8 @@ def remote_run(packed, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("work") / "run"
     overrides = {"model.hidden": 32, "model.num_layers": 1, "model.num_heads": 2, "model.num_frequencies": 4,
                  "diffusion.timesteps": 20}
-    report = remote.run(packed, "configs/dit_mp20_cpu.py", out, train_seconds=4, sample_seconds=600, workdir=workdir,
+    config = Path(__file__).resolve().parents[1] / "configs" / "dit_mp20_cpu.py"
+    report = remote.run(packed, str(config), out, train_seconds=4, sample_seconds=600, workdir=workdir,
                         batch_size=8, sample_batch_size=4, overrides=overrides, shard_mb=0.02, sample_limit=10)
     return out, workdir, report
 
