@@ -6,11 +6,13 @@
 Every candidate is ``configs/dit_mp20_cpu.py`` with a different network (``CANDIDATES``),
 trained from scratch on the policy's training split with the same data order, the same
 schedule shape (warmup 300 steps, cosine decay to the end) and the same number of seconds:
-the candidate's steps per second are measured first (20 timed steps after compilation), and
-its total steps set to budget x rate. Then one sample per crystal of the first
-``--eval-limit`` holdout crystals (val rows 1..N; never test) with the same sampler and seed,
-scored with the paper's StructureMatcher. One results file per candidate in
-``benchmarks/results/dit_study/``; ``--table`` prints them as one table.
+the candidate's steps per second are measured first (``train.steps_per_second``: 30 timed steps,
+every padded shape compiled beforehand), and its total steps set to budget x rate. Then one
+sample per crystal of the first ``--eval-limit`` holdout crystals (val rows 1..N; never test)
+with the same sampler and seed, scored with the paper's StructureMatcher. Results files in
+``benchmarks/results/dit_study/``: ``<name>_training.json`` (steps, rate, holdout losses),
+``<name>_holdout<N>.json`` (the evaluation) and ``<name>.json`` (both, one row); ``--table``
+prints the rows as one table.
 
 Time: budget + ~1 min of calibration and compilation per candidate, plus the evaluation
 (about 4 s per crystal at T=1000 for the CPU default, more for wider edge functions).
@@ -28,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "dit_study"
+TRAIN_CRYSTALS = 28_218  # the policy's training split (train_partial + val rows 1,001-9,047)
 
 # name -> (ModelConfig overrides on configs/dit_mp20_cpu.py, what it tests)
 CANDIDATES = {
@@ -87,8 +90,9 @@ def record_training(name: str) -> dict:
     workdir = ROOT / "workdirs" / "study" / name
     trained = json.loads((workdir / "study.json").read_text())
     held = [r for r in csv.DictReader(open(workdir / "metrics.csv")) if r["split"] == "holdout"][-1]
-    row = {"candidate": name, "what": CANDIDATES[name][1], "model": dataclasses.asdict(candidate_config(name).model),
-           **trained, "epochs": round(trained["steps"] * 64 / 28218, 2),
+    config = candidate_config(name)
+    row = {"candidate": name, "what": CANDIDATES[name][1], "model": dataclasses.asdict(config.model),
+           **trained, "epochs": round(trained["steps"] * config.batch_size / TRAIN_CRYSTALS, 2),
            "holdout_loss": {k: round(float(held[k]), 4) for k in ("loss", "coord_loss", "lattice_loss")},
            "holdout": "val.csv.gz rows 1-1000, the trainer's 16 fixed batches"}
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -99,41 +103,33 @@ def record_training(name: str) -> dict:
 
 
 def run_candidate(name: str, eval_limit: int, data: Path) -> dict:
-    """Evaluate a trained candidate on the first ``eval_limit`` holdout rows; write its row."""
-    from unimdm_jax.checkpoint import training_summary
-
-    workdir = ROOT / "workdirs" / "study" / name
-    trained = json.loads((workdir / "study.json").read_text())
-    rate, total, budget_s, train_seconds = (trained[k] for k in ("rate", "steps", "budget_seconds", "train_seconds"))
-    config = candidate_config(name)
+    """Evaluate a trained candidate on the first ``eval_limit`` holdout rows, then write its row."""
     out = RESULTS / f"{name}_holdout{eval_limit}.json"
-    command = [sys.executable, "-m", "unimdm_jax.evaluate", "--checkpoint", str(workdir), "--csv",
-               str(data / "val.csv.gz"), "--limit", str(eval_limit), "--out", str(out)]
+    command = [sys.executable, "-m", "unimdm_jax.evaluate", "--checkpoint", str(ROOT / "workdirs" / "study" / name),
+               "--csv", str(data / "val.csv.gz"), "--limit", str(eval_limit), "--out", str(out)]
     subprocess.run(command, check=True, cwd=ROOT)
-    evaluation = json.loads(out.read_text())
-    summary = training_summary(workdir)
+    return combine(name, eval_limit)
+
+
+def combine(name: str, eval_limit: int) -> dict:
+    """``results/dit_study/<name>.json``: the training row plus its holdout evaluation file."""
     import jax
     import numpy as np
 
     from unimdm_jax.checkpoint import load_model
 
-    _, params, _, _ = load_model(workdir)
+    out = RESULTS / f"{name}_holdout{eval_limit}.json"
+    evaluation = json.loads(out.read_text())
+    _, params, _, _ = load_model(ROOT / "workdirs" / "study" / name)
+    training = {k: v for k, v in json.loads((RESULTS / f"{name}_training.json").read_text()).items()
+                if k not in ("command", "machine", "git_commit", "date")}
+    m, n = evaluation["match_rate"], evaluation["n"]
     row = {
-        "candidate": name,
-        "what": CANDIDATES[name][1],
-        "model": dataclasses.asdict(config.model),
+        **training,
         "parameters": int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params))),
-        "budget_seconds": budget_s,
-        "measured_steps_per_second": round(rate, 3),
-        "steps": total,
-        "epochs": round(total * config.batch_size / 28218, 2),
-        "train_seconds": round(train_seconds, 1),
-        "train_crystals_per_second": summary["mean_crystals_per_second"],
-        "holdout_loss": (list(summary.get("selection_losses", {}).values()) or [None])[-1],
-        "final_train_loss_mean_last_10_logs": summary["final_train_loss_mean_last_10_logs"],
         "holdout_rows": f"val.csv.gz rows 1-{eval_limit}",
-        "match_rate": evaluation["match_rate"],
-        "match_rate_se": (evaluation["match_rate"] * (1 - evaluation["match_rate"]) / evaluation["n"]) ** 0.5,
+        "match_rate": m,
+        "match_rate_se": (m * (1 - m) / n) ** 0.5,
         "rmse": evaluation["rmse"],
         "sampling_seconds_per_crystal": evaluation["sampling"]["seconds_per_crystal"],
         "evaluation_file": str(out.relative_to(ROOT)),
@@ -146,26 +142,20 @@ def run_candidate(name: str, eval_limit: int, data: Path) -> dict:
 
 
 def print_table() -> None:
-    """Markdown table of the candidates: trained ones (study.json) with their holdout loss, and
-    the match rate where a holdout evaluation exists."""
-    from unimdm_jax.checkpoint import training_summary
-
-    print("| candidate | steps/s | steps (epochs) | holdout loss | holdout match (SE) | RMSE | s/crystal sampling |")
+    """Markdown table of the results files: every trained candidate, with its holdout match
+    where it was evaluated."""
+    print("| candidate | steps/s | steps (epochs) | holdout loss: total / coords / lattice | holdout match (SE) | RMSE "
+          "| s/crystal sampling |")
     print("|---|---|---|---|---|---|---|")
     for name in CANDIDATES:
-        workdir = ROOT / "workdirs" / "study" / name
-        row_file = RESULTS / f"{name}.json"
-        if row_file.exists():
-            r = json.loads(row_file.read_text())
-            print(f"| {name} | {r['measured_steps_per_second']:.2f} | {r['steps']} ({r['epochs']}) | "
-                  f"{r['holdout_loss']:.4f} | {r['match_rate']:.3f} ({r['match_rate_se']:.3f}) | {r['rmse']:.4f} | "
-                  f"{r['sampling_seconds_per_crystal']:.2f} |")
-        elif (workdir / "study.json").exists():
-            trained = json.loads((workdir / "study.json").read_text())
-            losses = training_summary(workdir).get("selection_losses", {})
-            loss = list(losses.values())[-1] if losses else float("nan")
-            print(f"| {name} | {trained['rate']:.2f} | {trained['steps']} ({trained['steps'] * 64 / 28218:.2f}) | "
-                  f"{loss:.4f} | not evaluated | | |")
+        training_file, row_file = RESULTS / f"{name}_training.json", RESULTS / f"{name}.json"
+        if not training_file.exists():
+            continue
+        r = json.loads((row_file if row_file.exists() else training_file).read_text())
+        loss = " / ".join(f"{r['holdout_loss'][k]:.3f}" for k in ("loss", "coord_loss", "lattice_loss"))
+        evaluated = (f"{r['match_rate']:.3f} ({r['match_rate_se']:.3f}) | {r['rmse']:.4f} | "
+                     f"{r['sampling_seconds_per_crystal']:.2f}") if row_file.exists() else "not evaluated | |"
+        print(f"| {name} | {r['rate']:.2f} | {r['steps']} ({r['epochs']}) | {loss} | {evaluated} |")
 
 
 def main() -> None:
@@ -178,8 +168,9 @@ def main() -> None:
     parser.add_argument("--rate-only", action="store_true", help="print each candidate's steps per second and exit")
     parser.add_argument("--rates", nargs="*", default=[], metavar="NAME=STEPS_PER_S",
                         help="steps per second measured earlier (alone on this machine) instead of measuring again")
-    parser.add_argument("--stage", choices=("train", "evaluate", "both", "record"), default="both",
-                        help="record: write the training rows of candidates already trained")
+    parser.add_argument("--stage", choices=("train", "evaluate", "both", "record", "combine"), default="both",
+                        help="record: write the training rows of candidates already trained; combine: rebuild the "
+                             "rows from the training rows and existing evaluation files")
     args = parser.parse_args()
     if args.table:
         print_table()
@@ -199,6 +190,8 @@ def main() -> None:
             record_training(name)
         if args.stage in ("evaluate", "both"):
             run_candidate(name, args.eval_limit, Path(args.data))
+        if args.stage == "combine":
+            combine(name, args.eval_limit)
 
 
 if __name__ == "__main__":

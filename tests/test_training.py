@@ -56,15 +56,24 @@ def test_two_device_step_equals_one_device_step(fixture_dataset):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_training_resumes_with_same_data_order(fixture_dataset, tmp_path, monkeypatch):
-    """4 steps in one go == 2 steps, a restart from the checkpoint, then 2 more."""
+@pytest.fixture
+def four_step_config(fixture_dataset, monkeypatch):
+    """A 4-step run checkpointing every 2 steps, on 48 fixture crystals as every policy split."""
     import unimdm_jax.data.preprocess as preprocess
-    from unimdm_jax.train import train
 
     dataset, _ = fixture_dataset
     small = dataset.select(np.arange(48))
     monkeypatch.setattr(preprocess, "load_policy_split", lambda name, root=None, **kw: (small, []))
-    config = dataclasses.replace(TINY, total_steps=4, checkpoint_every=2, log_every=1, eval_every=1000)
+    return dataclasses.replace(TINY, total_steps=4, checkpoint_every=2, log_every=1, eval_every=1000)
+
+
+def test_training_resumes_with_same_data_order(four_step_config, tmp_path):
+    """4 steps in one go == 2 steps, a restart from the checkpoint, then 2 more; the train
+    state file keeps both segments."""
+    from unimdm_jax.checkpoint import TRAIN_STATE_FILE, train_state_segments
+    from unimdm_jax.train import train
+
+    config = four_step_config
     straight = train(config, tmp_path / "straight", progress=False)
     train(dataclasses.replace(config, total_steps=2), tmp_path / "resumed", progress=False)
     resumed = train(config, tmp_path / "resumed", progress=False)
@@ -74,19 +83,17 @@ def test_training_resumes_with_same_data_order(fixture_dataset, tmp_path, monkey
     rows = (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,") and len(rows) >= 5  # header + one row per step (+ eval)
     assert list((tmp_path / "resumed" / "tensorboard").iterdir()), "no TensorBoard event files"
+    segments = train_state_segments(tmp_path / "resumed" / TRAIN_STATE_FILE)
+    assert [(s["from_step"], s["to_step"]) for s in segments] == [(0, 2), (2, 4)]
 
 
-def test_training_resumes_on_another_machine_from_the_train_state_file(fixture_dataset, tmp_path, monkeypatch):
+def test_training_resumes_on_another_machine_from_the_train_state_file(four_step_config, tmp_path):
     """4 steps in one go == 2 steps, then 2 more in a new, empty work dir (another machine) that
     has only the first run's train_state.safetensors; the file keeps both segments."""
-    import unimdm_jax.data.preprocess as preprocess
-    from unimdm_jax.checkpoint import CheckpointError, train_state_segments
-    from unimdm_jax.train import TRAIN_STATE_FILE, train
+    from unimdm_jax.checkpoint import TRAIN_STATE_FILE, CheckpointError, train_state_segments
+    from unimdm_jax.train import train
 
-    dataset, _ = fixture_dataset
-    small = dataset.select(np.arange(48))
-    monkeypatch.setattr(preprocess, "load_policy_split", lambda name, root=None, **kw: (small, []))
-    config = dataclasses.replace(TINY, total_steps=4, checkpoint_every=2, log_every=1, eval_every=1000)
+    config = four_step_config
     straight = train(config, tmp_path / "straight", progress=False)
     train(dataclasses.replace(config, total_steps=2), tmp_path / "first", progress=False)
     committed = tmp_path / "committed.safetensors"

@@ -29,6 +29,7 @@ import numpy as np
 from unimdm_jax.objective import DiffusionConfig
 
 PACKAGED = Path(__file__).parent / "checkpoints"
+TRAIN_STATE_FILE = "train_state.safetensors"  # a work dir's portable copy of its latest checkpoint
 
 
 class CheckpointError(ValueError):
@@ -98,7 +99,8 @@ def load_train_state(template, path: Path | str):
         raise CheckpointError(f"train state {path} does not match the config's model (first difference: {differ[0]})")
     for name, (_, leaf) in zip(names, leaves):
         if np.shape(leaf) != arrays[name].shape:
-            raise CheckpointError(f"train state {path}: {name} has shape {arrays[name].shape}, expected {np.shape(leaf)}")
+            raise CheckpointError(f"train state {path}: {name} has shape {arrays[name].shape}, "
+                                  f"expected {np.shape(leaf)}")
     return jax.tree_util.tree_unflatten(treedef, [np.asarray(arrays[n], np.asarray(leaf).dtype)
                                                   for n, (_, leaf) in zip(names, leaves)])
 
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
         },
         "metrics": {Path(m).stem: json.loads(Path(m).read_text()) for m in args.metrics},
     }
-    state_file = Path(args.workdir) / "train_state.safetensors"
+    state_file = Path(args.workdir) / TRAIN_STATE_FILE
     if state_file.exists():  # resumable segments: every segment trained so far, this one last
         card["training"]["segments"] = train_state_segments(state_file)
     if config.init_from:  # a warm start: keep the lineage (what the starting weights were)

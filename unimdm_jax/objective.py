@@ -37,9 +37,9 @@ class Schedules(NamedTuple):
     ve: diffusion.VESchedule
     k_mask: jax.Array  # (231, 6) per space group
     k_bias: jax.Array  # (231, 6)
-    # the training step t the network is given at each step of these tables (T' + 1,); None:
-    # the identity (tables of the trained T). Set by ``respace_schedules``.
-    network_t: jax.Array | None = None
+    # (T' + 1,) the training step the network is given at each step of these tables: the
+    # identity for the trained T, the kept steps after ``respace_schedules``
+    network_t: jax.Array
 
 
 def make_schedules(config: DiffusionConfig) -> Schedules:
@@ -49,6 +49,7 @@ def make_schedules(config: DiffusionConfig) -> Schedules:
         diffusion.make_ve_schedule(config.timesteps, config.sigma_begin, config.sigma_end),
         jnp.asarray(mask),
         jnp.asarray(bias),
+        jnp.arange(config.timesteps + 1, dtype=jnp.int32),
     )
 
 
@@ -71,7 +72,7 @@ def respace_schedules(schedules: Schedules, steps: int) -> Schedules:
         raise ValueError(f"steps must be in 1..{T}, got {steps}")
     t = np.concatenate([[0], np.round(np.arange(1, steps + 1) * T / steps).astype(np.int64)])
     if steps == T:  # the original tables (recomputing them from float32 would round differently)
-        return schedules._replace(network_t=jnp.asarray(t, jnp.int32))
+        return schedules
     abar = np.asarray(schedules.ddpm.alphas_cumprod, np.float64)[t]
     abar[0] = 1.0
     betas = np.concatenate([[0.0], 1.0 - abar[1:] / abar[:-1]])

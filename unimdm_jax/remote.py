@@ -6,10 +6,10 @@ CSVs, and a few minutes of time. The work is split so that only array code runs 
     # here: the policy's splits as arrays (from the preprocessing cache) + the missing wheels
     python -m unimdm_jax.remote pack --out .carry/mp20
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
-        --platform manylinux2014_x86_64 -d .whl jraph==0.0.6.dev0 tensorboardX==2.6.4
+        --platform manylinux2014_x86_64 -d .whl jraph==0.0.6.dev0 tensorboardX==2.6.5
     # there (one command, carry .carry and .whl; see benchmarks/README.md, "One-shot GPU run"):
-    python -m unimdm_jax.remote run --data .carry/mp20 --config configs/dit_mp20_paper.py \\
-        --train-seconds 420 --sample-seconds 120 --out $OUT
+    bash benchmarks/gpu_oneshot.sh    # = python -m unimdm_jax.remote run --data .carry/mp20 \\
+                                      #     --config configs/dit_mp20_paper.py --train-seconds ... --out $OUT
     # here, on what came back:
     python -m unimdm_jax.remote match --samples FILES_AT --csv ../shared/data/mp_20/test.csv.gz \\
         --out benchmarks/results/dit_csp_mp20_gpu.json
@@ -116,7 +116,7 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
 
     from unimdm_jax.data.preprocess import CrystalDataset
     from unimdm_jax.evaluate import sample_dataset
-    from unimdm_jax.train import load_config, steps_per_second, train
+    from unimdm_jax.train import get_task, load_config, steps_per_second, train
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -133,13 +133,10 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
     train_started = time.perf_counter()
     state = train(config, workdir, progress=False, datasets=(train_set, holdout))
     train_wall = time.perf_counter() - train_started
-    params = jax.device_get(state.ema_params)
+    params = jax.device_get(state.ema_params)  # the EMA weights, as every evaluation uses them
     shards = save_shards(params, out, shard_mb)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-
-    from unimdm_jax.checkpoint import load_model
-
-    model, params, config, _ = load_model(workdir)  # the EMA weights, as every evaluation uses them
+    model = get_task(config).make_model(config.model)
     if sample_limit is not None:
         test = test.select(np.arange(min(sample_limit, len(test))))
     sample_started = time.perf_counter()

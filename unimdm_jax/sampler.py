@@ -124,8 +124,8 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
     def step(carry, t):
         x, k, key = carry
         key, corrector_key, predictor_key, lattice_key = jax.random.split(key, 4)
-        # the network's step: t itself, or the training step a respaced chain's step t stands for
-        t_graph = jnp.full((num_graphs,), t if schedules.network_t is None else schedules.network_t[t])
+        # the training step that step t of these tables stands for (t itself unless re-spaced)
+        t_graph = jnp.full((num_graphs,), schedules.network_t[t])
         sigma_t, sigma_prev = sigmas[t], sigmas[t - 1]
 
         noise_scale = node_mask * (t > 1)  # the last step is noise-free, as in DiffCSP

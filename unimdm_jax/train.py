@@ -33,12 +33,10 @@ import numpy as np
 import optax
 from flax import struct
 
-from unimdm_jax.checkpoint import load_train_state, save_train_state, train_state_segments
+from unimdm_jax import provenance
+from unimdm_jax.checkpoint import TRAIN_STATE_FILE, load_train_state, save_train_state, train_state_segments
 from unimdm_jax.model import CrystalDiT, ModelConfig, OracleConfig, PropertyOracle
 from unimdm_jax.objective import DiffusionConfig, clean_k, crystal_keys, diffusion_loss, make_schedules
-
-
-TRAIN_STATE_FILE = "train_state.safetensors"  # the portable copy of the latest checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,7 +377,7 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
         print(f"resumed from step {int(state.step)}", file=sys.stderr)
         if (workdir / TRAIN_STATE_FILE).exists():
-            segments = train_state_segments(workdir / TRAIN_STATE_FILE)[:-1]
+            segments = train_state_segments(workdir / TRAIN_STATE_FILE)  # this process adds its own
     elif config.resume_from:
         state = load_train_state(state, config.resume_from)
         segments = train_state_segments(config.resume_from)
@@ -404,6 +402,7 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
         log.writeheader()
 
     start_step = int(state.step)
+    machine = provenance.machine()  # recorded in the train state file's segments
     bar = tqdm(total=config.total_steps, initial=start_step, desc="train", unit="step", disable=not progress, file=sys.stderr)
     window_start, window_steps, started = time.perf_counter(), 0, time.perf_counter()
     metrics = None
@@ -433,7 +432,7 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
         if done % config.checkpoint_every == 0 or done == config.total_steps:
             manager.save(done, args=ocp.args.StandardSave(state))
             segment = {"workdir": str(workdir), "from_step": start_step, "to_step": done,
-                       "wall_seconds": round(time.perf_counter() - started, 1), "hardware": _hardware(),
+                       "wall_seconds": round(time.perf_counter() - started, 1), "machine": machine,
                        "resume_from": config.resume_from, "init_from": config.init_from}
             save_train_state(jax.device_get(state), workdir / TRAIN_STATE_FILE, [*segments, segment])
     manager.wait_until_finished()
@@ -441,15 +440,6 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
     csv_file.close()
     writer.close()
     return state
-
-
-def _hardware() -> str:
-    import os
-    import platform
-
-    devices = jax.devices()
-    kind = devices[0].device_kind if devices[0].platform != "cpu" else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {len(devices)} {devices[0].platform} device(s) ({kind})"
 
 
 def evaluate_loss(eval_loss, params, dataset, config: TrainConfig, num_shards, sharding, max_batches: int = 16):
