@@ -10,7 +10,7 @@ Time:  about 80 minutes for 20,000 steps of batch 64 (45 epochs, ~280 crystals/s
 
 from unimdm_jax.model import ModelConfig
 from unimdm_jax.objective import DiffusionConfig
-from unimdm_jax.train import TrainConfig
+from unimdm_jax.config import TrainConfig
 
 
 def get_config() -> TrainConfig:

@@ -16,7 +16,7 @@ Time:  ~280 crystals/s (4.4 steps/s) alone on the 2-core development machine: ab
 import dataclasses
 from pathlib import Path
 
-from unimdm_jax.train import load_config
+from unimdm_jax.config import load_config
 
 
 def get_config():

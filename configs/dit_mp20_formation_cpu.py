@@ -17,7 +17,7 @@ Time:  measured 3,426 s (57 min) for the 4,000 steps on the 2-core development m
 import dataclasses
 from pathlib import Path
 
-from unimdm_jax.train import load_config
+from unimdm_jax.config import load_config
 
 
 def _base_config():

@@ -9,7 +9,7 @@ Time:  sized for a GPU (1,000 epochs ~ 110k steps); not practical on the 2-core 
 
 from unimdm_jax.model import ModelConfig
 from unimdm_jax.objective import DiffusionConfig
-from unimdm_jax.train import TrainConfig
+from unimdm_jax.config import TrainConfig
 
 
 def get_config() -> TrainConfig:

@@ -15,7 +15,7 @@ Time:  measured: 4,000 steps of batch 64 (9.1 epochs) took 2,397 s (40 min) on O
 """
 
 from unimdm_jax.model import OracleConfig
-from unimdm_jax.train import TrainConfig
+from unimdm_jax.config import TrainConfig
 
 
 def get_config() -> TrainConfig:

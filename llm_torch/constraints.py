@@ -1,8 +1,7 @@
 """Validity layer of the symmetry predictor: compositions, Wyckoff feasibility, repair, grammar.
 
 Everything here is pure Python (no torch); the transformers ``LogitsProcessor`` that applies
-:class:`OutputGrammar` during generation lives in :mod:`llm_torch.decoding` (also importable
-from here as ``SymmetryLogitsProcessor``).
+:class:`OutputGrammar` during generation lives in :mod:`llm_torch.decoding`.
 
 Compositions (:func:`parse_composition`)
     ``cell`` mode: the counts are the conventional cell's atoms and are respected exactly
@@ -847,11 +846,3 @@ def token_texts(tokenizer: Any) -> dict[int, str]:
             continue
         out[token_id] = tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
     return out
-
-
-def __getattr__(name: str):  # lazy: the LogitsProcessor needs torch + transformers
-    if name == "SymmetryLogitsProcessor":
-        from .decoding import SymmetryLogitsProcessor
-
-        return SymmetryLogitsProcessor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

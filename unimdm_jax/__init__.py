@@ -19,11 +19,14 @@ Importing the top-level package is cheap: JAX is only imported by the modules th
 __version__ = "0.1.0"
 
 
-def generate(*args, **kwargs):
-    """:func:`unimdm_jax.generation.generate` (imported on first use)."""
-    from unimdm_jax.generation import generate as _generate
-
-    return _generate(*args, **kwargs)
+__all__ = ["generate"]
 
 
-generate.__doc__ = (generate.__doc__ or "") + "\n\nSee ``unimdm_jax.generation.generate``."
+def __getattr__(name: str):
+    # the public API, imported on first use so that ``import unimdm_jax`` (and the JAX-free
+    # ``unimdm_jax.schema``) never imports JAX
+    if name == "generate":
+        from unimdm_jax.generation import generate
+
+        return generate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

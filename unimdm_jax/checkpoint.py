@@ -14,18 +14,28 @@ segments trained so far in its metadata: committed, it lets the next training se
 continue on any machine (``TrainConfig.resume_from`` / ``train --resume-from``).
 
 ``load_model`` reads either such a folder or a training work dir (latest orbax step) and
-returns the module of the config's task (``train.TASKS``: the Crystal DiT or the property
+returns the module of the config's task (``config.TASKS``: the Crystal DiT or the property
 oracle). Configs exported before tasks existed have no ``task`` field: they are diffusion.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import dataclasses
 import json
+import os
+import platform
+import sys
 from pathlib import Path
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
+from unimdm_jax.config import TASKS, TrainConfig
 from unimdm_jax.objective import DiffusionConfig
 
 PACKAGED = Path(__file__).parent / "checkpoints"
@@ -60,11 +70,6 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
 def save_train_state(state, path: Path | str, segments: list | None = None) -> Path:
     """Write a TrainState (any pytree) to one safetensors file, atomically; ``segments`` (JSON-able)
     is the training history kept in its metadata."""
-    import os
-
-    import jax
-    from safetensors.numpy import save_file
-
     arrays = {jax.tree_util.keystr(p): np.asarray(leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(state)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +81,6 @@ def save_train_state(state, path: Path | str, segments: list | None = None) -> P
 
 def train_state_segments(path: Path | str) -> list:
     """The training history stored in a train state file's metadata."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="numpy") as handle:
         return json.loads((handle.metadata() or {}).get("segments", "[]"))
 
@@ -85,9 +88,6 @@ def train_state_segments(path: Path | str) -> list:
 def load_train_state(template, path: Path | str):
     """The state of ``template``'s structure with the arrays of a train state file; raises
     CheckpointError unless the file has exactly the template's paths and shapes."""
-    import jax
-    from safetensors.numpy import load_file
-
     try:
         arrays = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt file
@@ -111,8 +111,6 @@ def _tuples(value):
 
 
 def config_from_dict(data: dict):
-    from unimdm_jax.train import TASKS, TrainConfig
-
     task = data.get("task", "diffusion")
     if task not in TASKS:
         raise CheckpointError(f"unknown task {task!r} in the config")
@@ -123,8 +121,6 @@ def config_from_dict(data: dict):
 
 
 def export(params, config, out_dir: Path, model_card: dict) -> Path:
-    from safetensors.numpy import save_file
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(flatten(params["params"]), str(out_dir / "model.safetensors"))
@@ -141,8 +137,6 @@ def load_model(path: Path | str):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         if (path / "model.safetensors").exists():
-            from safetensors.numpy import load_file
-
             config = config_from_dict(json.loads((path / "config.json").read_text()))
             params = {"params": unflatten(load_file(str(path / "model.safetensors")))}
             card_path = path / "model_card.json"
@@ -156,14 +150,10 @@ def load_model(path: Path | str):
         raise
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt checkpoint
         raise CheckpointError(f"corrupt checkpoint {path}: {type(error).__name__}: {error}".splitlines()[0]) from error
-    from unimdm_jax.train import TASKS
-
     return TASKS[config.task].make_model(config.model), params, config, card
 
 
 def _load_workdir(workdir: Path):
-    import orbax.checkpoint as ocp
-
     config = config_from_dict(json.loads((workdir / "config.json").read_text()))
     manager = ocp.CheckpointManager((workdir / "checkpoints").absolute())
     step = manager.latest_step()
@@ -177,8 +167,6 @@ def _load_workdir(workdir: Path):
 def training_summary(workdir: Path, up_to_step: int | None = None) -> dict:
     """Steps, wall time, throughput and last losses read from a work dir's metrics.csv
     (only rows up to ``up_to_step``, the exported checkpoint's step)."""
-    import csv
-
     rows = list(csv.DictReader(open(Path(workdir) / "metrics.csv")))
     if up_to_step is not None:
         rows = [r for r in rows if int(r["step"]) <= up_to_step]
@@ -202,10 +190,6 @@ def training_summary(workdir: Path, up_to_step: int | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    import argparse
-    import platform
-    import sys
-
     parser = argparse.ArgumentParser(prog="python -m unimdm_jax.checkpoint")
     sub = parser.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help="EMA parameters of a training work dir -> safetensors folder + model card")
@@ -232,7 +216,7 @@ def main(argv=None) -> int:
         },
         "training": {
             "command": args.command or f"python -m unimdm_jax.train --config <config> --workdir {args.workdir}",
-            "hardware": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores (no GPU)",
+            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (no GPU)",
             **training_summary(Path(args.workdir), step),
         },
         "metrics": {Path(m).stem: json.loads(Path(m).read_text()) for m in args.metrics},

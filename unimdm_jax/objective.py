@@ -178,3 +178,30 @@ def diffusion_loss(params, model, graphs, key, schedules: Schedules, config: Dif
     """Scalar loss and metrics (DiffCSP++ eq. 11-13) for one batch, or one shard's share."""
     terms = diffusion_terms(params, model, graphs, key, schedules, config, property_columns)
     return combine_terms(terms, config, axis_name)
+
+
+def property_loss(params, model, graphs, key, columns, axis_name=None, training=True, *, config):
+    """The property oracle's loss (``config``: a TrainConfig with an OracleConfig model):
+    masked L1 on normalised targets (mean over properties of each property's mean over the
+    crystals that have it; NaN targets carry property_mask False) and the MAE per property
+    in physical units. No diffusion noise; optional coordinate noise while training."""
+    glob = graphs.globals
+    frac_coords = graphs.nodes["frac_coords"]
+    if training and config.coord_noise > 0:
+        _, node_keys, _ = crystal_keys(key, graphs)  # independent of padding and sharding
+        noise = jax.vmap(lambda k: jax.random.normal(k, (3,)))(node_keys)
+        frac_coords = jnp.mod(frac_coords + config.coord_noise * noise, 1.0)
+    predictions = model.apply(params, graphs, frac_coords, clean_k(graphs))
+    columns = jnp.asarray(columns, dtype=jnp.int32)
+    targets = glob["properties"][:, columns]
+    mask = (glob["property_mask"][:, columns] & glob["mask"][:, None]).astype(predictions.dtype)
+    counts = mask.sum(axis=0)
+    if axis_name is not None:
+        counts = jax.lax.psum(counts, axis_name)
+    counts = jnp.maximum(jax.lax.stop_gradient(counts), 1.0)
+    abs_error = jnp.abs(predictions - targets) * mask
+    std = jnp.asarray(config.model.target_std, predictions.dtype)
+    per_property = (abs_error / std).sum(axis=0) / counts
+    mae = jax.lax.stop_gradient(abs_error.sum(axis=0) / counts)
+    loss = per_property.mean()
+    return loss, {"loss": loss, **{f"mae_{name}": mae[i] for i, name in enumerate(config.model.properties)}}

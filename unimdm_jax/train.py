@@ -9,8 +9,8 @@
   saved step with the same data order (the batch order and the step's random key depend
   only on (seed, step));
 - losses to ``metrics.csv`` and TensorBoard event files in the work dir, a progress bar;
-- the objective is pluggable: ``TrainConfig.task`` names an entry of ``TASKS`` (the model,
-  its init inputs, its loss and its metrics): ``"diffusion"`` (the Crystal DiT, the
+- the objective is pluggable: ``TrainConfig.task`` names an entry of ``config.TASKS`` (the
+  model, its init inputs, its loss and its metrics): ``"diffusion"`` (the Crystal DiT, the
   default) or ``"property"`` (the property oracle: masked L1 on normalised targets).
 """
 
@@ -19,58 +19,28 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import functools
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
 
 from unimdm_jax import provenance
-from unimdm_jax.checkpoint import TRAIN_STATE_FILE, load_train_state, save_train_state, train_state_segments
-from unimdm_jax.model import CrystalDiT, ModelConfig, OracleConfig, PropertyOracle
-from unimdm_jax.objective import DiffusionConfig, clean_k, crystal_keys, diffusion_loss, make_schedules
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    model: ModelConfig | OracleConfig = ModelConfig()  # the class TASKS[task] expects
-    diffusion: DiffusionConfig = DiffusionConfig()  # used by the diffusion task only
-    task: str = "diffusion"  # a key of TASKS
-    # property task: std of Gaussian noise added to the fractional coordinates while
-    # training (0 = off), so the oracle sees slightly imperfect structures
-    coord_noise: float = 0.0
-    batch_size: int = 64
-    total_steps: int = 10_000
-    learning_rate: float = 1e-3
-    warmup_steps: int = 500
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    train_split: str = "train"  # see data.preprocess.load_policy_split
-    eval_split: str = "holdout"
-    eval_every: int = 1000
-    data_root: str | None = None  # default: io.default_data_root()
-    train_limit: int | None = None  # use the first N training crystals (smoke runs)
-    # warm start: the (EMA) parameters of an exported checkpoint folder or a training work
-    # dir, with the same parameter shapes; the optimizer starts fresh. Used only when the
-    # work dir has no saved step yet (a resumed run continues from its own checkpoint).
-    init_from: str | None = None
-    # resume: a train state file (checkpoint.save_train_state; a work dir's
-    # train_state.safetensors, committed at the end of a segment) to continue from, optimizer
-    # and step included, when the work dir has no saved step yet. Takes precedence over init_from.
-    resume_from: str | None = None
+from unimdm_jax.checkpoint import (TRAIN_STATE_FILE, flatten, load_model, load_train_state, save_train_state,
+                                   train_state_segments, unflatten)
+from unimdm_jax.config import TASKS, TrainConfig, get_task, load_config, property_columns  # noqa: F401 - re-exported
+from unimdm_jax.data import preprocess
+from unimdm_jax.data.batching import BatchIterator
 
 
 class TrainState(struct.PyTreeNode):
@@ -80,130 +50,11 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """The TrainConfig of a config file's get_config() (configs may build on another config with this)."""
-    spec = importlib.util.spec_from_file_location(f"_unimdm_config_{Path(path).stem}", path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot load config {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def property_columns(model_config: ModelConfig, property_names) -> tuple[int, ...]:
-    missing = [p for p in model_config.properties if p not in property_names]
-    if missing:
-        raise ValueError(f"the dataset has no property column {missing[0]!r}")
-    return tuple(list(property_names).index(p) for p in model_config.properties)
-
-
 def make_optimizer(config: TrainConfig):
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, config.learning_rate, config.warmup_steps, max(config.total_steps, config.warmup_steps + 1), 0.01 * config.learning_rate
     )
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adamw(schedule, weight_decay=config.weight_decay))
-
-
-# --------------------------------------------------------------------------------------
-# Tasks: what the generic trainer needs to know about one objective
-# --------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Task:
-    model_config: type  # the dataclass of TrainConfig.model
-    make_model: Callable  # model config -> flax Module
-    init_inputs: Callable  # (config, graphs of one shard) -> the module's call arguments
-    # config -> loss(params, model, graphs, key, columns, axis_name, training) -> (loss, metrics);
-    # with axis_name, each shard's loss and metrics are its share of the global-batch mean
-    make_loss: Callable
-    metric_names: Callable  # config -> names of the metrics the loss returns (metrics.csv columns)
-    prepare: Callable = lambda config, train_set: config  # fill data-dependent settings
-
-
-def _diffusion_init_inputs(config: TrainConfig, graphs):
-    num_graphs = graphs.globals["spacegroup"].shape[0]
-    num_props = len(config.model.properties)
-    return (graphs, graphs.nodes["frac_coords"], jnp.zeros((num_graphs, 6)), jnp.ones((num_graphs,), jnp.int32),
-            jnp.zeros((num_graphs, num_props)), jnp.ones((num_graphs, num_props), bool))
-
-
-def _make_diffusion_loss(config: TrainConfig):
-    schedules = make_schedules(config.diffusion)
-    no_dropout = dataclasses.replace(config.diffusion, condition_dropout=0.0)  # evaluation
-
-    def loss(params, model, graphs, key, columns, axis_name=None, training=True):
-        diffusion = config.diffusion if training else no_dropout
-        return diffusion_loss(params, model, graphs, key, schedules, diffusion, columns, axis_name)
-
-    return loss
-
-
-def _property_init_inputs(config: TrainConfig, graphs):
-    return graphs, graphs.nodes["frac_coords"], clean_k(graphs)
-
-
-def property_loss(params, model, graphs, key, columns, axis_name=None, training=True, *, config: TrainConfig):
-    """Masked L1 on normalised targets (mean over properties of each property's mean over the
-    crystals that have it; NaN targets carry property_mask False) and the MAE per property
-    in physical units. No diffusion noise; optional coordinate noise while training."""
-    glob = graphs.globals
-    frac_coords = graphs.nodes["frac_coords"]
-    if training and config.coord_noise > 0:
-        _, node_keys, _ = crystal_keys(key, graphs)  # independent of padding and sharding
-        noise = jax.vmap(lambda k: jax.random.normal(k, (3,)))(node_keys)
-        frac_coords = jnp.mod(frac_coords + config.coord_noise * noise, 1.0)
-    predictions = model.apply(params, graphs, frac_coords, clean_k(graphs))
-    columns = jnp.asarray(columns, dtype=jnp.int32)
-    targets = glob["properties"][:, columns]
-    mask = (glob["property_mask"][:, columns] & glob["mask"][:, None]).astype(predictions.dtype)
-    counts = mask.sum(axis=0)
-    if axis_name is not None:
-        counts = jax.lax.psum(counts, axis_name)
-    counts = jnp.maximum(jax.lax.stop_gradient(counts), 1.0)
-    abs_error = jnp.abs(predictions - targets) * mask
-    std = jnp.asarray(config.model.target_std, predictions.dtype)
-    per_property = (abs_error / std).sum(axis=0) / counts
-    mae = jax.lax.stop_gradient(abs_error.sum(axis=0) / counts)
-    loss = per_property.mean()
-    return loss, {"loss": loss, **{f"mae_{name}": mae[i] for i, name in enumerate(config.model.properties)}}
-
-
-def _prepare_property(config: TrainConfig, train_set) -> TrainConfig:
-    """Target normalisation from the training split (NaN ignored), unless the config sets it."""
-    if config.model.target_mean is not None and config.model.target_std is not None:
-        return config
-    values = train_set.properties[:, list(property_columns(config.model, train_set.property_names))]
-    mean = tuple(round(float(v), 6) for v in np.nanmean(values, axis=0))
-    std = tuple(round(float(v), 6) for v in np.maximum(np.nanstd(values, axis=0), 1e-6))
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, target_mean=mean, target_std=std))
-
-
-TASKS: dict[str, Task] = {
-    "diffusion": Task(
-        model_config=ModelConfig,
-        make_model=CrystalDiT,
-        init_inputs=_diffusion_init_inputs,
-        make_loss=_make_diffusion_loss,
-        metric_names=lambda config: ("loss", "coord_loss", "lattice_loss"),
-    ),
-    "property": Task(
-        model_config=OracleConfig,
-        make_model=PropertyOracle,
-        init_inputs=_property_init_inputs,
-        make_loss=lambda config: functools.partial(property_loss, config=config),
-        metric_names=lambda config: ("loss", *(f"mae_{name}" for name in config.model.properties)),
-        prepare=_prepare_property,
-    ),
-}
-
-
-def get_task(config: TrainConfig) -> Task:
-    if config.task not in TASKS:
-        raise ValueError(f"unknown task {config.task!r}: expected one of {', '.join(TASKS)}")
-    task = TASKS[config.task]
-    if not isinstance(config.model, task.model_config):
-        raise ValueError(f"task {config.task!r} needs model={task.model_config.__name__}(...), "
-                         f"got {type(config.model).__name__}")
-    return task
 
 
 def prepare_config(config: TrainConfig, train_set) -> TrainConfig:
@@ -232,8 +83,6 @@ def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) ->
     the config's model (a warm start never silently drops or re-initialises a layer). Across
     conditioning properties (a band-gap model warm-starting a formation-energy one), the i-th
     property's embedding initialises the i-th: the modules are named after the property."""
-    from unimdm_jax.checkpoint import flatten, load_model, unflatten
-
     _, loaded, loaded_config, _ = load_model(init_from)
     if loaded_config.task != config.task:
         raise ValueError(f"init_from {init_from}: a {loaded_config.task!r} checkpoint, the config trains {config.task!r}")
@@ -254,8 +103,6 @@ def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) ->
 
 def make_train_step(model, config: TrainConfig, columns, mesh):
     """The jitted data-parallel step: shard axis 0 of the batch over the mesh's devices."""
-    from jax.sharding import PartitionSpec as P
-
     loss_fn = get_task(config).make_loss(config)
     optimizer = make_optimizer(config)
     base_key = jax.random.PRNGKey(config.seed + 1)
@@ -278,8 +125,6 @@ def make_train_step(model, config: TrainConfig, columns, mesh):
 
 
 def make_eval_loss(model, config: TrainConfig, columns, mesh):
-    from jax.sharding import PartitionSpec as P
-
     loss_fn = get_task(config).make_loss(config)
 
     def per_shard(params, graphs, key):
@@ -291,8 +136,6 @@ def make_eval_loss(model, config: TrainConfig, columns, mesh):
 
 
 def checkpoint_manager(workdir: Path, config: TrainConfig):
-    import orbax.checkpoint as ocp
-
     options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
     return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
 
@@ -309,10 +152,6 @@ def steps_per_second(config: TrainConfig, train_set, timed_steps: int = 30) -> f
     (to size a run to a wall-clock budget with the schedule's shape unchanged). Batches are
     padded to a few bucketed shapes, each compiled once: every shape met is compiled before
     the timed steps, and a timed step only ever runs an already compiled shape."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-    from unimdm_jax.data.batching import BatchIterator
-
     devices = np.asarray(jax.devices())
     mesh = Mesh(devices, ("data",))
     iterator = BatchIterator(train_set, config.batch_size, config.seed, num_shards=len(devices))
@@ -341,14 +180,6 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
     """Train ``config`` in ``workdir`` (resuming there when it has a saved step). ``datasets``:
     ``(train_set, eval_set)`` CrystalDatasets instead of the policy splits read through the
     preprocessing cache (a machine without the CSVs or pymatgen; ``unimdm_jax.remote``)."""
-    import orbax.checkpoint as ocp
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from tensorboardX import SummaryWriter
-    from tqdm.auto import tqdm
-
-    from unimdm_jax.data import preprocess
-    from unimdm_jax.data.batching import BatchIterator
-
     load_policy_split = preprocess.load_policy_split  # looked up at call time (tests replace it)
     workdir = Path(workdir)
     get_task(config)  # fail early on an unknown task or a mismatched model config
@@ -445,8 +276,6 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
 def evaluate_loss(eval_loss, params, dataset, config: TrainConfig, num_shards, sharding, max_batches: int = 16):
     """Mean loss and metrics over a fixed set of batches (and, for diffusion, noise levels),
     for model selection."""
-    from unimdm_jax.data.batching import BatchIterator
-
     iterator = BatchIterator(dataset, min(config.batch_size, len(dataset) // num_shards * num_shards),
                              seed=12345, num_shards=num_shards, shuffle=False)
     totals: dict[str, float] = {}

@@ -18,6 +18,7 @@ from .files import dump_records, load_record, load_records, parse_records
 from .record import (
     KNOWN_PROPERTY_UNITS,
     SCHEMA_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
     Composition,
     LatticeParameters,
     Property,
@@ -25,6 +26,8 @@ from .record import (
     SpaceGroup,
     SymmetryRecord,
     WyckoffEntry,
+    parse_json,
+    validate_record,
 )
 from .tables import (
     CENTRING_FACTORS,
@@ -39,7 +42,6 @@ from .tables import (
     space_group_symbol,
     wyckoff_positions,
 )
-from .validate import SUPPORTED_SCHEMA_VERSIONS, parse_json, validate_record
 
 __all__ = [
     "CENTRING_FACTORS",

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import SchemaError, json_type_name
-from .record import SymmetryRecord
-from .validate import parse_json, validate_record
+from .record import SymmetryRecord, parse_json, validate_record
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
