@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
-from unimdm_jax import provenance
-
-
-def write_result(path: Path, result: dict) -> None:
-    result = {
-        **result,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": provenance.machine(),
-        "git_commit": provenance.git_commit(),
-        "date": provenance.utc_now(),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+from unimdm_jax.provenance import write_result  # noqa: F401 - the benchmarks' result writer
 
 
 def oracle_verdicts(oracle, structures, column: int):

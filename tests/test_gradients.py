@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimdm_jax import gradients, lattice, wyckoff
+from unimdm_jax import gradients, guidance, lattice, wyckoff
 from unimdm_jax.data.batching import Budget, graphs_from_dataset
 from unimdm_jax.model import CrystalDiT, ModelConfig
 from unimdm_jax.model.crystal_dit import node_graph_index
@@ -229,10 +229,10 @@ def test_oracle_guidance_is_the_gradient_of_the_gaussian_log_likelihood(tiny):
     targets = np.linspace(0.0, 2.0, k.shape[0]).astype(np.float32)
     targets[1] = np.nan  # this crystal is left unguided
     sigma = 0.4
-    guide = gradients.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma, keep_volume=False)
+    guide = guidance.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma, keep_volume=False)
     grad_x, grad_k = jax.jit(guide)(graphs, x, k)
     # the default, volume-preserving guide is the same gradient without its k_6 (log volume) part
-    kept_x, kept_k = jax.jit(gradients.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma))(graphs, x, k)
+    kept_x, kept_k = jax.jit(guidance.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma))(graphs, x, k)
     np.testing.assert_array_equal(np.asarray(kept_x), np.asarray(grad_x))
     np.testing.assert_array_equal(np.asarray(kept_k)[:, :5], np.asarray(grad_k)[:, :5])
     assert not np.any(np.asarray(kept_k)[:, 5]) and np.any(np.asarray(grad_k)[:, 5])
@@ -257,7 +257,7 @@ def test_anchor_space_gradient_is_the_chain_rule_through_the_wyckoff_operations(
     graphs, x, *_ = inputs
     ops, anchor, node_mask = graphs.nodes["wyckoff_ops"], graphs.nodes["anchor"], graphs.nodes["mask"]
     atom_gradients = jax.random.normal(jax.random.PRNGKey(3), x.shape) * node_mask[:, None]
-    moved = np.asarray(gradients.anchor_space_gradient(ops, anchor, atom_gradients))
+    moved = np.asarray(guidance.anchor_space_gradient(ops, anchor, atom_gradients))
 
     # the derivative of <g, x(x_a)> along each anchor's free directions, by jax.grad through apply_ops
     free = wyckoff.project_to_anchor_space(ops, jnp.arange(x.shape[0]), jax.grad(
@@ -289,7 +289,7 @@ def test_classifier_guidance_steers_sampling_and_keeps_the_symmetry(tiny, crysta
                       classifier=classifier, classifier_scale=scale, classifier_max_lattice_shift=max_shift)
 
     def guide(a, b, target, keep_volume=False):
-        return gradients.oracle_guidance(standin_property, {"a": jnp.float32(a), "b": jnp.float32(b)},
+        return guidance.oracle_guidance(standin_property, {"a": jnp.float32(a), "b": jnp.float32(b)},
                                          jnp.full((BUDGET.graphs,), target), 0, 1.0, keep_volume=keep_volume)
 
     def coords_part(x, k):
@@ -353,7 +353,7 @@ def test_lattice_guidance_shift_is_bounded_by_one_noise_norm_per_step(tiny):
     model = PointMassDenoiser(tuple(float(a) for a in ddpm.alphas_cumprod))
     condition, use = jnp.zeros((BUDGET.graphs, 1)), jnp.zeros((BUDGET.graphs, 1), bool)
     # a runaway pull on k_6 (the log volume), as an oracle far from its data gives
-    runaway = gradients.oracle_guidance(standin_property, {"a": jnp.float32(0.0), "b": jnp.float32(1e4)},
+    runaway = guidance.oracle_guidance(standin_property, {"a": jnp.float32(0.0), "b": jnp.float32(1e4)},
                                         jnp.full((BUDGET.graphs,), 1e6), 0, 1.0, keep_volume=False)
     max_shift = 0.05
 

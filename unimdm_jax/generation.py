@@ -22,6 +22,7 @@ written. Targets outside the range a model was trained on are refused unless
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -34,6 +35,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from llm_torch.constraints import CompositionError, parse_composition
+from llm_torch.prompts import canonical_property
+from unimdm_jax import schema
+from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
+from unimdm_jax.data.preprocess import CrystalDataset
+from unimdm_jax.data.symmetry import SymmetryError, WyckoffSite, build_crystal
+from unimdm_jax.metrics import is_plausible, is_sane, structure_matcher
+from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
+from unimdm_jax.oracle import load_oracle
+from unimdm_jax.sampling import sample_dataset
+from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, atomic_number
 
 DEFAULT_DIT = "dit_mp20_cpu"
 # the packaged Crystal DiT conditioned on each property (the paper's BG and FM models)
@@ -144,8 +157,6 @@ def _json_default(value):
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -168,8 +179,6 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
 
 def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[str, float]:
     """{canonical property name: finite float} of the given targets."""
-    from llm_torch.prompts import canonical_property
-
     targets = {}
     for name, value in {"band_gap": band_gap, "formation_energy_per_atom": formation_energy, **others}.items():
         if value is None:
@@ -191,8 +200,6 @@ def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[st
 def validate_formula(formula, composition_mode: str = "auto"):
     """The parsed composition (``llm_torch.constraints.CompositionSpec``, pure Python) or a
     one-line error: unknown element, malformed or absurd formula."""
-    from llm_torch.constraints import CompositionError, parse_composition
-
     if not isinstance(formula, str):
         raise GenerationError(f"formula must be a string, got {type(formula).__name__}")
     try:
@@ -203,8 +210,6 @@ def validate_formula(formula, composition_mode: str = "auto"):
 
 def read_symmetry(path_or_records) -> list:
     """Validated schema records from a file (JSON, JSON list or JSONL) or record objects/dicts."""
-    from unimdm_jax import schema
-
     try:
         if isinstance(path_or_records, (str, os.PathLike)):
             path = Path(path_or_records)
@@ -225,8 +230,6 @@ def read_symmetry(path_or_records) -> list:
 
 def check_in_range(targets: dict[str, float], ranges: dict[str, tuple[float, float]], what: str,
                    allow_extrapolation: bool, notes: list[str]) -> None:
-    from unimdm_jax.schema import KNOWN_PROPERTY_UNITS
-
     for name, value in targets.items():
         if name not in ranges:
             continue
@@ -257,17 +260,14 @@ class CrystalDiTModel:
 
     @property
     def trained_ranges(self) -> dict[str, tuple[float, float]]:
-        """The property values seen in training (model card), else the embedding's range."""
-        seen = (self.card.get("data") or {}).get("property_ranges") or {}
+        """The range each conditioning property's embedding covers (the config's ``property_ranges``)."""
         declared = dict(zip(self.config.model.properties, self.config.model.property_ranges))
-        return {name: tuple(seen.get(name, declared[name])) for name in self.properties}
+        return {name: tuple(declared[name]) for name in self.properties}
 
 
 def default_dit_path(targets: dict[str, float] | Sequence[str] = ()) -> Path:
     """The packaged Crystal DiT for the target property (band gap when there is none, or no
     packaged model conditioned on it)."""
-    from unimdm_jax.checkpoint import PACKAGED
-
     for name in targets:
         if name in DEFAULT_DITS and (PACKAGED / DEFAULT_DITS[name]).exists():
             return PACKAGED / DEFAULT_DITS[name]
@@ -276,8 +276,6 @@ def default_dit_path(targets: dict[str, float] | Sequence[str] = ()) -> Path:
 
 def load_crystal_dit(path: str | Path | None = None) -> CrystalDiTModel:
     """An exported Crystal DiT (default: the packaged ``dit_mp20_cpu``)."""
-    from unimdm_jax.checkpoint import CheckpointError, load_model
-
     path = Path(path) if path is not None else default_dit_path()
     try:
         model, params, config, card = load_model(path)
@@ -290,12 +288,6 @@ def load_crystal_dit(path: str | Path | None = None) -> CrystalDiTModel:
 
 def load_oracle_or_none(path: str | Path | None = None):
     """The packaged property oracle, or None when this installation has none."""
-    try:
-        from unimdm_jax.oracle import load_oracle
-    except ImportError:
-        return None
-    from unimdm_jax.checkpoint import PACKAGED, CheckpointError
-
     path = Path(path) if path is not None else PACKAGED / DEFAULT_ORACLE
     if not path.exists():
         return None
@@ -308,7 +300,7 @@ def load_oracle_or_none(path: str | Path | None = None):
 def predict_symmetry(formula: str, targets: dict[str, float], top_k: int = 3, *, model_dir=None,
                      composition_mode: str = "auto", device: str = "cpu", seed: int = 0):
     """Stage 1: the top-k symmetry hypotheses (validated schema records) of the language model."""
-    try:
+    try:  # the optional [llm] extra: torch + transformers
         from llm_torch.predict import InputError, Predictor, make_input, resolve_model_dir
     except ImportError as error:  # torch/transformers missing
         raise GenerationError(f"the symmetry predictor needs the [llm] extra ({error}); or pass a symmetry record") from None
@@ -344,8 +336,6 @@ def crystal_from_record(record, index: int = 0):
     """A :class:`~unimdm_jax.data.symmetry.SymmetrizedCrystal` with the record's atoms and
     Wyckoff operations. Coordinates and lattice are placeholders: the sampler draws both from
     the prior, so only the composition, the operations and the space group matter."""
-    from unimdm_jax.data.symmetry import SymmetryError, WyckoffSite, build_crystal
-
     sites = tuple(WyckoffSite(w.element, w.letter, w.multiplicity, (0.0, 0.0, 0.0), ()) for w in record.wyckoff)
     try:
         return build_crystal(f"hypothesis-{index}", record.space_group.number, (1, 1, 1, 90, 90, 90), sites)
@@ -361,15 +351,12 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
     """Stage 2: ``counts[i]`` structures under ``records[i]``, conditioned on ``conditions``
     (one row per record, columns = the DiT's properties, NaN = unconditional).
 
-    Classifier guidance with the property oracle's gradient (``unimdm_jax.gradients``) when
+    Classifier guidance with the property oracle's gradient (``unimdm_jax.guidance``) when
     ``oracle_scale > 0``: ``oracle_targets[i]`` is the wanted value of ``oracle_property`` under
     record i, ``oracle_sigma`` the width of the Gaussian likelihood around it,
     ``oracle_safeguards`` as in :func:`generate`.
 
     Returns ``[(structure, record_index), ...]`` in record order."""
-    from unimdm_jax.data.preprocess import CrystalDataset
-    from unimdm_jax.evaluate import sample_dataset
-
     crystals, owner = [], []
     templates = [crystal_from_record(r, i) for i, r in enumerate(records)]
     for index, (template, count) in enumerate(zip(templates, counts)):
@@ -395,8 +382,6 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
 def merge_duplicates(structures: Sequence, processes: int | None = None) -> list[tuple[int, int]]:
     """Indices of the distinct structures and how many copies each stands for (StructureMatcher
     of ``unimdm_jax.metrics``; insane cells are never merged)."""
-    from unimdm_jax.metrics import is_sane, structure_matcher
-
     sane = [i for i, s in enumerate(structures) if is_sane(s)]
     groups: dict[int, int] = {}
     if sane:
@@ -438,7 +423,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     respect to the coordinates and the lattice, at every step. With ``oracle_safeguards``
     (default) its lattice part leaves the cell volume alone and moves the predicted lattice noise
     by at most one noise norm per step, and its coordinate part moves each Wyckoff orbit's score
-    by at most one score norm (``gradients.oracle_guidance``, ``sampler.sample``); ``False`` is
+    by at most one score norm (``guidance.oracle_guidance``, ``sampler.sample``); ``False`` is
     the unguarded form of Dhariwal & Nichol.
     """
     say = log or (lambda message: None)
@@ -504,8 +489,6 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
                       oracle_safeguards=oracle_safeguards)
     sampled = sample_under_records(dit, records, counts, condition, seed=seed, guidance_scale=guidance_scale,
                                    step_lr=step_lr, batch_size=batch_size, progress=progress, **guided)
-    from unimdm_jax.metrics import is_plausible, is_sane
-
     kept = merge_duplicates([s for s, _ in sampled]) if deduplicate else [(i, 1) for i in range(len(sampled))]
     crystals = [GeneratedCrystal(sampled[i][0], records[sampled[i][1]], sampled[i][1], dict(targets),
                                  sane=is_sane(sampled[i][0]), plausible=is_plausible(sampled[i][0]), copies=copies)
@@ -538,9 +521,6 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
 
 
 def _check_elements(records) -> None:
-    from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
-    from unimdm_jax.schema import atomic_number
-
     for record in records:
         for element in record.composition.counts:
             if atomic_number(element) >= NUM_ELEMENTS:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from unimdm_jax.checkpoint import PACKAGED, CheckpointError
+from unimdm_jax.provenance import write_result
 
 DEFAULT_CHECKPOINT = PACKAGED / "oracle_mp20_cpu"
 STANDARDIZE_SYMPREC = 0.01  # the preprocessing's first tolerance (data.symmetry.DEFAULT_SYMPREC)
@@ -255,9 +256,7 @@ def main(argv=None) -> int:
         "training": oracle.card.get("training"),
     }
     if args.out:
-        from unimdm_jax.evaluate import save_result
-
-        save_result(args.out, result)
+        write_result(args.out, result)
     print(json.dumps({"split": args.split, "n": len(dataset),
                       "mae": {name: m["mae"] for name, m in result["metrics"].items()}}))
     return 0

@@ -1,11 +1,13 @@
-"""Where and when a number was made: recorded beside results (benchmarks, ``llm_torch.evaluate``)."""
+"""Where and when a number was made: recorded beside results (benchmarks, evaluations, ``llm_torch.evaluate``)."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -54,3 +56,18 @@ def git_commit() -> str | None:
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_result(path: Path | str, result: dict) -> None:
+    """Write a result as JSON with the command, machine, git commit and date beside it (and print it)."""
+    result = {
+        **result,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "git_commit": git_commit(),
+        "date": utc_now(),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unimdm_jax.provenance import write_result
+
 SPLITS = ("train", "holdout", "test")
 
 
@@ -115,7 +117,7 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
     import jax
 
     from unimdm_jax.data.preprocess import CrystalDataset
-    from unimdm_jax.evaluate import sample_dataset
+    from unimdm_jax.sampling import sample_dataset
     from unimdm_jax.train import get_task, load_config, steps_per_second, train
 
     started = time.perf_counter()
@@ -236,9 +238,7 @@ def main(argv=None) -> int:
         else:
             result = match(Path(args.samples), Path(args.csv), args.processes)
             if args.out:
-                from unimdm_jax.evaluate import save_result
-
-                save_result(args.out, result)
+                write_result(args.out, result)
             print(json.dumps({k: result[k] for k in ("n", "match_rate", "match_rate_se", "rmse")}))
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}".splitlines()[0], file=sys.stderr)

@@ -14,11 +14,11 @@ guidance combines conditional and unconditional outputs as (1 + w) cond - w unco
 
 Classifier guidance (Dhariwal & Nichol 2021) with a differentiable property oracle: given
 ``classifier(graphs, x, k) -> (grad_x log p(y | x, k) (N, 3), grad_k log p(y | x, k) (G, 6))``
-(e.g. ``unimdm_jax.gradients.oracle_guidance``) and a scale s, at every network evaluation
+(e.g. ``unimdm_jax.guidance.oracle_guidance``) and a scale s, at every network evaluation
 
 - coordinates: score_hat = S(sqrt(sigma_norm_t) s_theta) + s A(grad_x), with S the Wyckoff
   symmetrization of the network's score and A the chain rule of grad_x to the anchors' free
-  coordinates, pushed to the orbits (``gradients.anchor_space_gradient``): both are scores of
+  coordinates, pushed to the orbits (``guidance.anchor_space_gradient``): both are scores of
   the anchors, the variables the diffusion moves, and the state stays on the orbits;
 - lattice: eps_hat' = eps_hat - s sqrt(1 - abar_t) grad_k (D&N eq. 14, the DDPM form of
   their Algorithm 2), then masked to the crystal family's free components as eps_hat is.
@@ -44,7 +44,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from unimdm_jax import diffusion, gradients, lattice, wyckoff
+from unimdm_jax import diffusion, lattice, wyckoff
+from unimdm_jax.guidance import anchor_space_gradient
 from unimdm_jax.objective import DiffusionConfig, Schedules
 
 
@@ -80,7 +81,7 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
 
     ``classifier``: None (no classifier guidance: the sampler is exactly the unguided one)
     or a ``jax.tree_util.Partial`` computing ``(graphs, x, k) -> (grad_x (N, 3), grad_k (G, 6))``
-    of log p(y | x, k), as ``gradients.oracle_guidance`` returns. It is a traced pytree
+    of log p(y | x, k), as ``guidance.oracle_guidance`` returns. It is a traced pytree
     argument: its arrays (oracle parameters, targets) can change without recompiling, and
     only the wrapped function is part of the compilation key (wrap a plain function as
     ``Partial(fn)``). ``classifier_scale`` s (traced): the weight of its gradient;
@@ -111,7 +112,7 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
         if classifier is None:
             return score, eps_hat
         grad_x, grad_k = classifier(graphs, x, k)
-        coordinate_shift = classifier_scale * gradients.anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
+        coordinate_shift = classifier_scale * anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
         anchor_norm = jnp.linalg.norm(coordinate_shift, axis=-1)[anchor]  # the orbit's anchor row
         coordinate_limit = classifier_max_coordinate_shift * jnp.sqrt(anchor_free_dims * norms[t])
         coordinate_shift = coordinate_shift * _shrink_to(anchor_norm, coordinate_limit)[:, None]
