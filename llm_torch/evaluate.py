@@ -309,7 +309,7 @@ def model_identity(model_dir: str | Path) -> dict:
     """What a results file needs to name the evaluated weights: the folder, the SHA-256 of every
     safetensors file in it, and the model card's name, creation time and training command (a
     folder path alone does not say which of several trainings was copied there)."""
-    from unimdm_jax.data.preprocess import file_sha256
+    from unimdm_jax.provenance import file_sha256
 
     folder = Path(model_dir)
     identity: dict[str, Any] = {"path": str(model_dir),

@@ -40,14 +40,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unimdm_jax.schema import space_group_symbol, wyckoff_positions
+from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, canonical_property, space_group_symbol, wyckoff_positions
 
 from .atomic_facts import AtomicFacts, atomic_facts, format_facts
 
 __all__ = [
     "INSTRUCTION",
-    "PROPERTY_ALIASES",
-    "PROPERTY_NAMES",
+    "PROMPT_PROPERTIES",
     "SYSTEM_PROMPT",
     "build_example",
     "build_input",
@@ -66,18 +65,11 @@ __all__ = [
     "to_chat",
 ]
 
-#: Property names (schema names) and how the prompt states them.
-PROPERTY_NAMES: dict[str, tuple[str, str, int]] = {
-    "band_gap": ("band gap", "eV", 2),
-    "formation_energy_per_atom": ("formation energy", "eV/atom", 3),
-}
-PROPERTY_ALIASES = {
-    "band_gap": "band_gap",
-    "bg": "band_gap",
-    "formation_energy": "formation_energy_per_atom",
-    "formation_energy_per_atom": "formation_energy_per_atom",
-    "fm": "formation_energy_per_atom",
-    "ef": "formation_energy_per_atom",
+#: How the prompt states each property (schema name -> label, unit, decimal digits); the
+#: names, units and aliases are the schema's (``unimdm_jax.schema.properties``).
+PROMPT_PROPERTIES: dict[str, tuple[str, str, int]] = {
+    "band_gap": ("band gap", KNOWN_PROPERTY_UNITS["band_gap"], 2),
+    "formation_energy_per_atom": ("formation energy", KNOWN_PROPERTY_UNITS["formation_energy_per_atom"], 3),
 }
 
 INSTRUCTION = (
@@ -92,14 +84,6 @@ SG_PREFIX = "Space group: "
 POSITIONS_PREFIX = "Wyckoff positions (label:free parameters): "
 CELL_LINE = "Atoms in the conventional cell: "
 FREE_CELL = "free (a multiple of the reduced formula)"
-
-
-def canonical_property(name: str) -> str:
-    """Schema name of a property (``band_gap`` or ``formation_energy_per_atom``); ValueError otherwise."""
-    key = PROPERTY_ALIASES.get(str(name).strip().lower().replace("-", "_"))
-    if key is None:
-        raise ValueError(f"unknown property {name!r} (use band_gap or formation_energy)")
-    return key
 
 
 # ----------------------------------------------------------------------------- output lines
@@ -169,7 +153,7 @@ def reduced_formula(counts: Mapping[str, int]) -> str:
 
 
 def _property_line(property_name: str, value: float) -> str:
-    label, unit, digits = PROPERTY_NAMES[canonical_property(property_name)]
+    label, unit, digits = PROMPT_PROPERTIES[canonical_property(property_name)]
     return f"Target {label}: {value:.{digits}f} {unit}"
 
 

@@ -37,7 +37,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from llm_torch.constraints import CompositionError, parse_composition
-from llm_torch.prompts import canonical_property
 from unimdm_jax import schema
 from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
 from unimdm_jax.data.preprocess import CrystalDataset
@@ -46,7 +45,7 @@ from unimdm_jax.metrics import is_plausible, is_sane, structure_matcher
 from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
 from unimdm_jax.oracle import load_oracle
 from unimdm_jax.sampling import sample_dataset
-from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, atomic_number
+from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, atomic_number, canonical_property
 
 DEFAULT_DIT = "dit_mp20_cpu"
 # the packaged Crystal DiT conditioned on each property (the paper's BG and FM models)

@@ -35,6 +35,7 @@ import numpy as np
 
 from unimdm_jax.checkpoint import PACKAGED, CheckpointError
 from unimdm_jax.provenance import write_result
+from unimdm_jax.schema import KNOWN_PROPERTY_UNITS
 
 DEFAULT_CHECKPOINT = PACKAGED / "oracle_mp20_cpu"
 STANDARDIZE_SYMPREC = 0.01  # the preprocessing's first tolerance (data.symmetry.DEFAULT_SYMPREC)
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
         "n": len(dataset),
         "n_symmetry_failures_excluded": len(failures) if args.limit is None else None,
         "checkpoint": args.checkpoint or "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
-        "units": {"band_gap": "eV", "formation_energy_per_atom": "eV/atom"},
+        "units": dict(KNOWN_PROPERTY_UNITS),
         **evaluate(oracle, dataset, args.batch_size, progress=not args.no_progress),
         "model": dataclasses.asdict(oracle.config.model),
         "training": oracle.card.get("training"),

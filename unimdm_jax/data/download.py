@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import json
 import os
 import socket
@@ -46,6 +45,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from unimdm_jax.data.io import DatasetError, _one_line
+from unimdm_jax.provenance import file_sha256
 
 __all__ = [
     "CDVAE_BASE_URL",
@@ -63,7 +63,6 @@ __all__ = [
     "verify_dataset",
     "verify_file",
     "count_csv_rows",
-    "sha256_file",
     "load_manifest",
     "manifest_to_json",
 ]
@@ -158,14 +157,6 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, DatasetSpec]:
 # file checks
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _open_csv_text(path: Path):
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
@@ -212,7 +203,7 @@ def verify_file(
     Raises :class:`DownloadError` with a one-line reason on the first mismatch."""
     name = display_name or spec.filename
     size = path.stat().st_size
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     for origin, ref in (("manifest", asdict(spec)), (LOCK_NAME, lock_entry or {})):
         if ref.get("size") is not None and int(ref["size"]) != size:
             raise DownloadError(

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from unimdm_jax.data.symmetry import DEFAULT_SYMPREC, SymmetrizedCrystal, WyckoffSite
+from unimdm_jax.schema import PROPERTY_NAMES  # the stored property columns
 from unimdm_jax.parallel import process_pool
+from unimdm_jax.provenance import file_sha256
 
 # Bump when the extraction's output changes, so stale caches are not reused.
 EXTRACTION_VERSION = 1
-PROPERTY_NAMES = ("band_gap", "formation_energy_per_atom")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,14 +213,6 @@ def symmetrize_rows(rows, workers: int | None = None, symprec: float = DEFAULT_S
     sources = [job[3] for job, (c, _) in zip(jobs, results) if c is not None]
     failures = [f for _, f in results if f is not None]
     return CrystalDataset.from_crystals(crystals, sources), failures
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

@@ -30,6 +30,8 @@ import warnings
 
 import numpy as np
 
+from unimdm_jax import schema
+
 DEFAULT_SYMPREC = 0.01
 FALLBACK_TOLERANCES = (0.001, 1e-4)
 
@@ -96,8 +98,6 @@ class SymmetrizedCrystal:
 
     def to_record(self, source: str = "dataset"):
         """The JSON symmetry schema record of this crystal (with its true properties)."""
-        from unimdm_jax import schema
-
         counts: dict[str, int] = {}
         for site in self.sites:
             counts[site.element] = counts.get(site.element, 0) + site.multiplicity
@@ -119,9 +119,9 @@ class SymmetrizedCrystal:
         )
 
 
+#: Units of the properties a record may carry: the schema's, plus MP-20's other energy columns.
 PROPERTY_UNITS = {
-    "band_gap": "eV",
-    "formation_energy_per_atom": "eV/atom",
+    **schema.KNOWN_PROPERTY_UNITS,
     "e_above_hull": "eV/atom",
     "energy_per_atom": "eV/atom",
     "heat_ref": "eV/atom",

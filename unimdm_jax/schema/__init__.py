@@ -15,8 +15,8 @@ from typing import Any
 from .elements import ELEMENT_SYMBOLS, atomic_number, is_valid_element
 from .errors import SchemaError
 from .files import dump_records, load_record, load_records, parse_records
+from .properties import KNOWN_PROPERTY_UNITS, PROPERTY_ALIASES, PROPERTY_NAMES, canonical_property
 from .record import (
-    KNOWN_PROPERTY_UNITS,
     SCHEMA_VERSION,
     SUPPORTED_SCHEMA_VERSIONS,
     Composition,
@@ -49,6 +49,8 @@ __all__ = [
     "ELEMENT_SYMBOLS",
     "KNOWN_PROPERTY_UNITS",
     "LatticeParameters",
+    "PROPERTY_ALIASES",
+    "PROPERTY_NAMES",
     "Property",
     "Provenance",
     "SCHEMA_VERSION",
@@ -61,6 +63,7 @@ __all__ = [
     "WyckoffPositionInfo",
     "all_space_groups",
     "atomic_number",
+    "canonical_property",
     "centring_factor",
     "crystal_system",
     "dump_records",

@@ -15,15 +15,11 @@ from typing import Any, Iterable, Mapping
 
 from .elements import is_valid_element
 from .errors import SchemaError, json_type_name, show
+from .properties import KNOWN_PROPERTY_UNITS
 from .tables import SpaceGroupInfo, space_group_info, space_group_number
 
 SCHEMA_VERSION = "1.0"
 
-#: Property names used by the project and the only unit each may be given in.
-KNOWN_PROPERTY_UNITS: dict[str, str] = {
-    "band_gap": "eV",
-    "formation_energy_per_atom": "eV/atom",
-}
 
 
 @dataclass(frozen=True)
