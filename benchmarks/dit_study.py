@@ -52,7 +52,7 @@ CANDIDATES = {
 
 
 def candidate_config(name: str):
-    from unimdm_jax.train import load_config
+    from unimdm_jax.config import load_config
 
     base = load_config(ROOT / "configs" / "dit_mp20_cpu.py")
     overrides, _ = CANDIDATES[name]

@@ -32,8 +32,9 @@ def main() -> None:
     from unimdm_jax.data.batching import BatchIterator, budget_for, graphs_from_dataset
     from unimdm_jax.data.preprocess import load_policy_split
     from unimdm_jax.objective import make_schedules
-    from unimdm_jax.sampler import sample
-    from unimdm_jax.train import init_state, load_config, make_train_step, property_columns
+    from unimdm_jax.reverse_diffusion import sample
+    from unimdm_jax.config import load_config, property_columns
+    from unimdm_jax.train import init_state, make_train_step
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)

@@ -15,7 +15,7 @@ from unimdm_jax.data.batching import Budget, graphs_from_dataset
 from unimdm_jax.model import CrystalDiT, ModelConfig
 from unimdm_jax.model.crystal_dit import node_graph_index
 from unimdm_jax.objective import DiffusionConfig, make_schedules
-from unimdm_jax.sampler import K_LIMIT, sample
+from unimdm_jax.reverse_diffusion import K_LIMIT, sample
 
 TINY = ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4)
 DIFFUSION = DiffusionConfig(timesteps=50)
@@ -25,7 +25,7 @@ BUDGET = Budget(nodes=192, edges=4096, graphs=NUM_CRYSTALS + 1)
 
 @pytest.fixture(scope="module", autouse=True)
 def _leave_sampler_cache_as_found():
-    """tests/test_sampler.py counts the sampler's compilations: do not leave ours behind."""
+    """tests/test_reverse_diffusion.py counts the sampler's compilations: do not leave ours behind."""
     yield
     sample.clear_cache()
 
@@ -105,7 +105,7 @@ def test_packaged_checkpoint_outputs_do_not_depend_on_the_hooks(crystals, name):
     """On the shipped weights: a zero perturbation of the property tokens and an explicit
     property_attention=True give exactly the default outputs, and the ablation changes them."""
     from unimdm_jax.checkpoint import PACKAGED, load_model
-    from unimdm_jax.train import property_columns
+    from unimdm_jax.config import property_columns
 
     folder = PACKAGED / name
     if not (folder / "model.safetensors").exists():

@@ -16,7 +16,7 @@ SHIPPED = sorted(p for p in PACKAGED.iterdir() if (p / "model.safetensors").exis
 def test_shipped_checkpoint_is_small_documented_and_runs(folder, fixture_dataset):
     from unimdm_jax import lattice
     from unimdm_jax.data.batching import graphs_from_dataset
-    from unimdm_jax.train import property_columns
+    from unimdm_jax.config import property_columns
 
     assert (folder / "model.safetensors").stat().st_size < 25 * 2**20
     model, params, config, card = load_model(folder)

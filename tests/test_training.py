@@ -12,7 +12,8 @@ import pytest
 from unimdm_jax.data.batching import sharded_batch
 from unimdm_jax.model import ModelConfig
 from unimdm_jax.objective import DiffusionConfig
-from unimdm_jax.train import TrainConfig, init_state, make_train_step
+from unimdm_jax.config import TrainConfig
+from unimdm_jax.train import init_state, make_train_step
 
 TINY = TrainConfig(
     model=ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4),

@@ -8,10 +8,14 @@ The package is organised so that each idea lives in one obvious place:
   preprocessing cache and jraph batching
 - ``unimdm_jax.lattice``, ``diffusion``, ``wyckoff``   the numerics (pure JAX functions)
 - ``unimdm_jax.model``       the Crystal DiT and the property oracle (Flax modules)
-- ``unimdm_jax.sampler``     the predictor-corrector sampler (one jitted ``lax.scan``)
+- ``unimdm_jax.reverse_diffusion``  the predictor-corrector sampler: the reverse process
+  as one jitted ``lax.scan``
+- ``unimdm_jax.sampling``    the batched sampling loop over a dataset's crystals
 - ``unimdm_jax.generation``  end to end: target property -> symmetry -> structures
-  (``unimdm_jax.generate(...)``; the CLI is ``python -m unimdm_jax.sample``)
-- ``unimdm_jax.oracle``, ``gradients``   property oracle; gradient studies and guidance
+  (``unimdm_jax.generate(...)``)
+- ``unimdm_jax.sample``      the command line of ``generation`` (``python -m unimdm_jax.sample``)
+- ``unimdm_jax.oracle``      the property oracle's API and CLI (its network is
+  ``unimdm_jax.model.property_net``); ``gradients``, ``guidance``: gradient studies and guidance
 
 Importing the top-level package is cheap: JAX is only imported by the modules that need it.
 """

@@ -422,7 +422,7 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     respect to the coordinates and the lattice, at every step. With ``oracle_safeguards``
     (default) its lattice part leaves the cell volume alone and moves the predicted lattice noise
     by at most one noise norm per step, and its coordinate part moves each Wyckoff orbit's score
-    by at most one score norm (``guidance.oracle_guidance``, ``sampler.sample``); ``False`` is
+    by at most one score norm (``guidance.oracle_guidance``, ``reverse_diffusion.sample``); ``False`` is
     the unguarded form of Dhariwal & Nichol.
     """
     say = log or (lambda message: None)

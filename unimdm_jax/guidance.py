@@ -1,6 +1,6 @@
 """Classifier guidance with a differentiable property oracle (Dhariwal & Nichol 2021).
 
-``oracle_guidance`` builds the classifier that ``sampler.sample(classifier=...)`` takes:
+``oracle_guidance`` builds the classifier that ``reverse_diffusion.sample(classifier=...)`` takes:
 grad_x, grad_k of the Gaussian log-likelihood of a target under a property oracle.
 ``anchor_space_gradient`` turns per-atom gradients into the gradient the diffusion's
 variables (the Wyckoff anchors) receive; the sampler adds it to the network's score.
@@ -93,7 +93,7 @@ def oracle_guidance(oracle_apply, oracle_params, targets, property_index: int, s
 
     Returns ``guide(graphs, frac_coords, k) -> (grad_x (N, 3), grad_k (G, 6))``, see
     ``gaussian_log_likelihood_gradients``. It is a ``jax.tree_util.Partial`` whose leaves are
-    ``oracle_params``, ``targets`` and ``sigma``: pass it to ``sampler.sample(classifier=...)``
+    ``oracle_params``, ``targets`` and ``sigma``: pass it to ``reverse_diffusion.sample(classifier=...)``
     as a traced argument, so new targets or parameters do not trigger a recompile."""
     function = _GaussianOracleGradients(oracle_apply, int(property_index), bool(keep_volume))
     return jax.tree_util.Partial(function, oracle_params, jnp.asarray(targets, jnp.float32),

@@ -10,9 +10,9 @@ In Python::
     oracle.predict_structures(structures)        # (n, P) numpy, eV and eV/atom
     jax.grad(lambda x, k: oracle.apply(oracle.params, graphs, x, k)[:, 0].sum(), (0, 1))
 
-``apply(params, graphs, frac_coords, k)`` is the network itself (``PropertyOracle``), a pure
-function of the fractional coordinates and the O(3)-invariant lattice k-vector
-(``unimdm_jax.lattice``), for classifier guidance during sampling.
+``apply(params, graphs, frac_coords, k)`` is the network itself (``PropertyOracle`` in
+``unimdm_jax.model.property_net``), a pure function of the fractional coordinates and the
+O(3)-invariant lattice k-vector (``unimdm_jax.lattice``), for classifier guidance during sampling.
 
 The oracle was trained on conventional standard cells (the preprocessing's symmetrized
 cells). Its features are fractional (not Cartesian distances), so the same crystal given as
@@ -115,7 +115,7 @@ class Oracle:
 
     model: Any  # PropertyOracle
     params: Any
-    config: Any  # train.TrainConfig with task "property"
+    config: Any  # config.TrainConfig with task "property"
     card: dict
 
     @property
@@ -196,7 +196,7 @@ def mean_absolute_errors(predictions, targets, names) -> dict:
 def evaluate(oracle: Oracle, dataset, batch_size: int = 64, progress: bool = True) -> dict:
     """Errors of the oracle on a preprocessed split, and of the constant predictor that
     always answers the training-split mean (stored in the config) for scale."""
-    from unimdm_jax.train import property_columns
+    from unimdm_jax.config import property_columns
 
     columns = list(property_columns(oracle.config.model, dataset.property_names))
     targets = dataset.properties[:, columns]

@@ -118,7 +118,8 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
 
     from unimdm_jax.data.preprocess import CrystalDataset
     from unimdm_jax.sampling import sample_dataset
-    from unimdm_jax.train import get_task, load_config, steps_per_second, train
+    from unimdm_jax.config import get_task, load_config
+    from unimdm_jax.train import steps_per_second, train
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ Bad input (unknown element, malformed formula, a composition no space group admi
 outside the trained range without ``--allow-extrapolation``, an invalid symmetry file, a
 non-empty output folder without ``--overwrite``, a missing or corrupt checkpoint) prints one
 line ``error: ...`` and exits 1; nothing is written. Everything runs offline.
+
+This module is only the command line: the work is ``unimdm_jax.generation.generate``.
 """
 
 from __future__ import annotations

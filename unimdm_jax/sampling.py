@@ -21,7 +21,7 @@ from unimdm_jax.data.batching import Budget, budget_for, graphs_from_dataset
 from unimdm_jax.guidance import oracle_guidance
 from unimdm_jax.lattice import k_to_lattice_params
 from unimdm_jax.objective import make_schedules, respace_schedules
-from unimdm_jax.sampler import MAX_COORDINATE_SHIFT, MAX_LATTICE_SHIFT, sample
+from unimdm_jax.reverse_diffusion import MAX_COORDINATE_SHIFT, MAX_LATTICE_SHIFT, sample
 
 
 def crystal_structures(dataset, indices, frac_coords, lattice_params, graph_offsets):
@@ -64,8 +64,8 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     unguided), ``classifier_scale`` the guidance weight and ``classifier_sigma`` the width of
     the Gaussian likelihood. ``classifier_safeguards`` (default): the lattice term keeps
     the cell volume (``guidance.oracle_guidance(keep_volume=True)``), and the lattice and
-    coordinate terms are bounded per step (``sampler.MAX_LATTICE_SHIFT``,
-    ``sampler.MAX_COORDINATE_SHIFT``); False: the unguarded form of Dhariwal & Nichol.
+    coordinate terms are bounded per step (``reverse_diffusion.MAX_LATTICE_SHIFT``,
+    ``reverse_diffusion.MAX_COORDINATE_SHIFT``); False: the unguarded form of Dhariwal & Nichol.
     """
     if oracle_apply is not None and (oracle_params is None or oracle_targets is None):
         raise ValueError("classifier guidance needs oracle_params and oracle_targets with oracle_apply")

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from unimdm_jax import provenance
 from unimdm_jax.checkpoint import (TRAIN_STATE_FILE, flatten, load_model, load_train_state, save_train_state,
                                    train_state_segments, unflatten)
-from unimdm_jax.config import TASKS, TrainConfig, get_task, load_config, property_columns  # noqa: F401 - re-exported
+from unimdm_jax.config import TrainConfig, get_task, load_config, property_columns
 from unimdm_jax.data import preprocess
 from unimdm_jax.data.batching import BatchIterator
 

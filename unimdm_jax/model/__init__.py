@@ -4,10 +4,10 @@
 - ``message_passing`` the DiffCSP-style equivariant layer on fully connected crystal graphs
 - ``dit_block``       the Crystal DiT block: attention fusing atoms, crystal and property
 - ``crystal_dit``     the full network: coordinate scores and lattice noise
-- ``oracle``          the property oracle: band gap / formation energy from structure
+- ``property_net``    the property oracle's network: band gap / formation energy from structure
 """
 
 from unimdm_jax.model.crystal_dit import CrystalDiT, ModelConfig
-from unimdm_jax.model.oracle import OracleConfig, PropertyOracle
+from unimdm_jax.model.property_net import OracleConfig, PropertyOracle
 
 __all__ = ["CrystalDiT", "ModelConfig", "OracleConfig", "PropertyOracle"]

@@ -1,4 +1,4 @@
-"""The property oracle: a graph-network regressor of crystal properties from structure.
+"""The property oracle's network: a graph-network regressor of crystal properties from structure.
 
 Inputs are the same padded jraph batches the Crystal DiT reads (only atom types and the node
 mask are used: no space group, no Wyckoff operations), the fractional coordinates (N, 3) and
