@@ -28,7 +28,8 @@ from unimdm_jax.data.io import (
     structure_from_cif,
     test_subset_indices,
 )
-from unimdm_jax.data.stats import compute_stats, crystal_system, format_stats
+from unimdm_jax.data.stats import compute_stats, format_stats
+from unimdm_jax.schema.tables import crystal_system
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mp20_fixture.csv.gz"
 MP20_PROPS = ("formation_energy_per_atom", "band_gap", "e_above_hull")

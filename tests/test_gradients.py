@@ -13,7 +13,7 @@ import pytest
 from unimdm_jax import gradients, guidance, lattice, wyckoff
 from unimdm_jax.data.batching import Budget, graphs_from_dataset
 from unimdm_jax.model import CrystalDiT, ModelConfig
-from unimdm_jax.model.crystal_dit import node_graph_index
+from unimdm_jax.segments import node_graph_index, segment_mean
 from unimdm_jax.objective import DiffusionConfig, make_schedules
 from unimdm_jax.reverse_diffusion import K_LIMIT, sample
 
@@ -207,10 +207,7 @@ def test_embedding_gradient_matches_a_directional_difference(tiny, apply):
 # Classifier guidance with stand-in oracles of known gradient
 # --------------------------------------------------------------------------------------
 def _crystal_mean(values, graphs, num_graphs):
-    mask = graphs.nodes["mask"].astype(values.dtype)
-    node_graph = node_graph_index(graphs.n_node, values.shape[0])
-    total = jax.ops.segment_sum(values * mask, node_graph, num_segments=num_graphs)
-    return total / jnp.maximum(jax.ops.segment_sum(mask, node_graph, num_segments=num_graphs), 1.0)
+    return segment_mean(values, node_graph_index(graphs.n_node, values.shape[0]), num_graphs, graphs.nodes["mask"])
 
 
 def quadratic_oracle(params, graphs, frac_coords, k):

@@ -23,7 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from unimdm_jax.model.crystal_dit import PERTURBATIONS, PROPERTY_TOKENS, node_graph_index
+from unimdm_jax.model.crystal_dit import PERTURBATIONS, PROPERTY_TOKENS
+from unimdm_jax.segments import node_graph_index, segment_mean
 
 __all__ = [
     "PropertySensitivity",
@@ -58,11 +59,7 @@ class AttentionAblation(NamedTuple):
 
 def _crystal_atom_mean(values, graphs, num_graphs: int):
     """Mean over each crystal's real atoms of per-atom values (N, ...) -> (G, ...)."""
-    mask = graphs.nodes["mask"].astype(values.dtype).reshape((-1,) + (1,) * (values.ndim - 1))
-    node_graph = node_graph_index(graphs.n_node, values.shape[0])
-    total = jax.ops.segment_sum(values * mask, node_graph, num_segments=num_graphs)
-    count = jax.ops.segment_sum(mask, node_graph, num_segments=num_graphs)
-    return total / jnp.maximum(count, 1.0)
+    return segment_mean(values, node_graph_index(graphs.n_node, values.shape[0]), num_graphs, graphs.nodes["mask"])
 
 
 @functools.partial(jax.jit, static_argnames=("model", "property_attention"))

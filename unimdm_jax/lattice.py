@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unimdm_jax.schema.tables import crystal_system
+
 __all__ = [
     "BASIS",
     "HEXAGONAL_K1",
@@ -215,15 +217,13 @@ _FIXED = {
 
 
 def crystal_family(space_group_number: int) -> str:
-    """Crystal family of an ITA space group number (trigonal, incl. R groups in hexagonal
-    axes, counts as hexagonal)."""
+    """Crystal family of an ITA space group number: its crystal system (``schema.tables``),
+    with trigonal (incl. R groups in hexagonal axes) counted as hexagonal."""
     n = int(space_group_number)
     if not 1 <= n <= 230:
         raise ValueError(f"space group number must be in 1..230, got {space_group_number}")
-    for upper, family in zip((2, 15, 74, 142, 194, 230), FAMILIES):
-        if n <= upper:
-            return family
-    raise AssertionError  # unreachable
+    system = crystal_system(n)
+    return "hexagonal" if system == "trigonal" else system
 
 
 def family_mask_and_bias(space_group_number: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from unimdm_jax import diffusion, lattice, wyckoff
-from unimdm_jax.model.crystal_dit import node_graph_index
+from unimdm_jax.segments import node_graph_index
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from unimdm_jax.segments import segment_mean
+
 
 def rotation(ops):
     return ops[..., :3, :3]
@@ -57,9 +59,7 @@ def pull_back(ops_pinv, anchor, atom_vectors, num_nodes: int):
     The result is indexed by node; only the anchor rows are meaningful (others are zero).
     """
     mapped = jnp.einsum("nij,nj->ni", ops_pinv, atom_vectors)
-    total = jax.ops.segment_sum(mapped, anchor, num_segments=num_nodes)
-    count = jax.ops.segment_sum(jnp.ones_like(anchor, dtype=mapped.dtype), anchor, num_segments=num_nodes)
-    return total / jnp.maximum(count, 1.0)[:, None]
+    return segment_mean(mapped, anchor, num_nodes)
 
 
 def symmetrize(ops, ops_pinv, anchor, atom_vectors):

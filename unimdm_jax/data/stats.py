@@ -21,34 +21,14 @@ from typing import Any
 
 from unimdm_jax.data.io import DatasetError, PathLike, _as_paths, iter_rows, structure_from_cif
 from unimdm_jax.parallel import process_pool
+from unimdm_jax.schema.tables import CRYSTAL_SYSTEMS, crystal_system
 
 __all__ = [
     "PropertySummary",
     "DatasetStats",
     "compute_stats",
     "format_stats",
-    "crystal_system",
-    "CRYSTAL_SYSTEMS",
 ]
-
-CRYSTAL_SYSTEMS: tuple[tuple[int, str], ...] = (
-    (2, "triclinic"),
-    (15, "monoclinic"),
-    (74, "orthorhombic"),
-    (142, "tetragonal"),
-    (167, "trigonal"),
-    (194, "hexagonal"),
-    (230, "cubic"),
-)
-
-
-def crystal_system(spacegroup_number: int) -> str:
-    """Crystal system of an international space-group number (1..230)."""
-    for hi, name in CRYSTAL_SYSTEMS:
-        if 1 <= spacegroup_number <= hi:
-            return name
-    raise ValueError(f"space-group number {spacegroup_number} not in 1..230")
-
 
 @dataclass
 class PropertySummary:
@@ -76,9 +56,9 @@ class DatasetStats:
 
     @property
     def crystal_systems(self) -> dict[str, int]:
-        out = {name: 0 for _, name in CRYSTAL_SYSTEMS}
+        out = {name: 0 for name in CRYSTAL_SYSTEMS}
         for sg, n in self.spacegroups.items():
-            out[crystal_system(sg)] += n
+            out[crystal_system(int(sg))] += n
         return out
 
     def to_dict(self) -> dict[str, Any]:

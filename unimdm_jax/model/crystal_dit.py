@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from unimdm_jax.model.dit_block import CrystalDiTBlock
 from unimdm_jax.model.embeddings import PropertyEmbedding, sinusoidal_embedding
 from unimdm_jax.model.message_passing import CrystalMessagePassing
+from unimdm_jax.segments import node_graph_index, segment_mean
 
 NUM_ELEMENTS = 104
 PERTURBATIONS = "perturbations"  # the variable collection of the gradient hook
@@ -46,11 +46,6 @@ class ModelConfig:
     # conditioning properties and the value range their radial basis covers
     properties: tuple[str, ...] = ("band_gap",)
     property_ranges: tuple[tuple[float, float], ...] = ((0.0, 10.0),)
-
-
-def node_graph_index(n_node, num_nodes: int):
-    """Graph index of every node of a jraph batch (static total length)."""
-    return jnp.repeat(jnp.arange(n_node.shape[0]), n_node, total_repeat_length=num_nodes)
 
 
 class CrystalDiT(nn.Module):
@@ -118,8 +113,6 @@ class CrystalDiT(nn.Module):
         h = nn.LayerNorm(name="final_norm")(h)
         coord_score = nn.Dense(3, name="coord_head", kernel_init=nn.initializers.zeros)(h)
         mask = node_mask[:, None].astype(h.dtype)
-        pooled = jax.ops.segment_sum(h * mask, node_graph, num_segments=num_graphs) / jnp.maximum(
-            jax.ops.segment_sum(mask, node_graph, num_segments=num_graphs), 1.0
-        )
+        pooled = segment_mean(h, node_graph, num_graphs, node_mask)
         lattice_noise = nn.Dense(6, name="lattice_head")(nn.silu(nn.Dense(cfg.hidden)(jnp.concatenate([pooled, k], -1))))
         return coord_score * mask, lattice_noise

@@ -14,8 +14,9 @@ time/space-group tokens), which removes the property path altogether; see ``Crys
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
+
+from unimdm_jax.segments import segment_mean
 
 
 class CrystalDiTBlock(nn.Module):
@@ -28,10 +29,7 @@ class CrystalDiTBlock(nn.Module):
         """h (N, D); node_graph (N,) graph of each node; context_tokens (G, K, D) whose last
         ``num_property_tokens`` tokens are the property tokens. ``property_attention`` (static
         bool): False masks those tokens out of the attention's keys."""
-        mask = node_mask[:, None].astype(h.dtype)
-        total = jax.ops.segment_sum(h * mask, node_graph, num_segments=num_graphs)
-        count = jax.ops.segment_sum(mask, node_graph, num_segments=num_graphs)
-        crystal_token = total / jnp.maximum(count, 1.0)
+        crystal_token = segment_mean(h, node_graph, num_graphs, node_mask)
         tokens = jnp.concatenate([crystal_token[:, None, :], context_tokens], axis=1)  # (G, K+1, D)
         tokens = nn.LayerNorm(name="context_norm")(tokens)
         queries = nn.LayerNorm(name="query_norm")(h)[:, None, :]  # (N, 1, D)

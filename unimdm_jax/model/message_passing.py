@@ -18,10 +18,10 @@ frequencies 1..16 is the cheaper CPU default.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from unimdm_jax.model.embeddings import fourier_features
+from unimdm_jax.segments import segment_mean
 
 
 class CrystalMessagePassing(nn.Module):
@@ -45,9 +45,6 @@ class CrystalMessagePassing(nn.Module):
         messages = nn.silu(pre)
         for layer in range(1, self.message_layers):
             messages = nn.silu(nn.Dense(self.hidden, name=f"message_{layer}")(messages))
-        messages = messages * edge_mask[:, None]
-        total = jax.ops.segment_sum(messages, receivers, num_segments=num_nodes)
-        count = jax.ops.segment_sum(edge_mask.astype(h.dtype), receivers, num_segments=num_nodes)
-        aggregated = nn.Dense(self.hidden, name="message_out")(total / jnp.maximum(count, 1.0)[:, None])
+        aggregated = nn.Dense(self.hidden, name="message_out")(segment_mean(messages, receivers, num_nodes, edge_mask))
         update = nn.Dense(self.hidden)(nn.silu(nn.Dense(self.hidden)(jnp.concatenate([h_norm, aggregated], -1))))
         return h + update

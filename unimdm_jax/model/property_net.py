@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from unimdm_jax import lattice
-from unimdm_jax.model.crystal_dit import NUM_ELEMENTS, node_graph_index
+from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
+from unimdm_jax.segments import node_graph_index, segment_mean
 from unimdm_jax.model.message_passing import CrystalMessagePassing
 
 
@@ -68,10 +69,9 @@ class PropertyOracle(nn.Module):
                 h, frac_coords, k_per_node, graphs.senders, graphs.receivers, edge_mask
             )
         h = nn.LayerNorm(name="final_norm")(h)
-        mask = node_mask[:, None].astype(h.dtype)
-        num_atoms = jax.ops.segment_sum(mask, node_graph, num_segments=num_graphs)
-        pooled = jax.ops.segment_sum(h * mask, node_graph, num_segments=num_graphs) / jnp.maximum(num_atoms, 1.0)
-        crystal = jnp.concatenate([pooled, k, log_volume_per_atom(k, num_atoms[:, 0])[:, None]], axis=-1)
+        num_atoms = jax.ops.segment_sum(node_mask.astype(h.dtype), node_graph, num_segments=num_graphs)
+        pooled = segment_mean(h, node_graph, num_graphs, node_mask)
+        crystal = jnp.concatenate([pooled, k, log_volume_per_atom(k, num_atoms)[:, None]], axis=-1)
         hidden = nn.silu(nn.Dense(cfg.hidden, name="head_hidden_0")(crystal))
         hidden = nn.silu(nn.Dense(cfg.hidden, name="head_hidden_1")(hidden))
         normalised = nn.Dense(len(cfg.properties), name="head_out")(hidden)
