@@ -29,7 +29,7 @@ def main() -> None:
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-    from unimdm_jax.data.batching import BatchIterator, budget_for, graphs_from_dataset
+    from unimdm_jax.data.batching import BatchIterator, PaddedBatches
     from unimdm_jax.data.preprocess import load_policy_split
     from unimdm_jax.objective import make_schedules
     from unimdm_jax.reverse_diffusion import sample
@@ -70,11 +70,11 @@ def main() -> None:
 
     sample_batch = args.sample_batch_size or config.batch_size
     schedules = make_schedules(config.diffusion)
-    chunks = [np.arange(i * sample_batch, (i + 1) * sample_batch) for i in range(args.sample_batches + 1)]
-    budget = budget_for([dataset.num_atoms[c].astype(np.int64) for c in chunks], sample_batch)
+    batches = PaddedBatches(dataset, sample_batch, indices=np.arange((args.sample_batches + 1) * sample_batch))
+    budget = batches.budget
     timings = []
-    for number, chunk in enumerate(chunks):
-        graphs = jax.tree_util.tree_map(jnp.asarray, graphs_from_dataset(dataset, chunk, budget))
+    for number, (_, graphs) in enumerate(batches):
+        graphs = jax.tree_util.tree_map(jnp.asarray, graphs)
         condition = jnp.ones((budget.graphs, len(columns)))
         started = time.perf_counter()
         x, k = sample(state.ema_params, model, graphs, jax.random.PRNGKey(number), schedules, config.diffusion,

@@ -17,6 +17,8 @@ import pytest
 from unimdm_jax.data.batching import (
     BatchIterator,
     Budget,
+    PaddedBatches,
+    budget_for,
     budget_ladder,
     count_shapes,
     graphs_from_dataset,
@@ -327,3 +329,20 @@ def test_count_shapes_predicts_the_compiled_shapes(fixture_dataset):
             # measured on the fixture (batch 16, 50 steps, seeds 0-4): 5-7 shapes with 1 shard,
             # 6-9 with 2 shards
             assert len(predicted) <= (10 if num_shards == 1 else 12), (seed, num_shards, predicted)
+
+
+def test_padded_batches_cover_the_crystals_in_order_with_one_or_per_batch_budgets(fixture_dataset):
+    dataset, _ = fixture_dataset
+    common = PaddedBatches(dataset, 48)
+    assert len(common) == -(-len(dataset) // 48)
+    assert np.array_equal(np.concatenate([indices for indices, _ in common]), np.arange(len(dataset)))
+    own = [budget_for([dataset.num_atoms[b].astype(np.int64)], 48) for b in common.indices]
+    assert common.budget == Budget(max(b.nodes for b in own), max(b.edges for b in own), 49)
+    for indices, graphs in common:
+        assert graphs.n_node.shape == (49,) and graphs.nodes["mask"].shape == (common.budget.nodes,)
+    per_batch = PaddedBatches(dataset, 48, common_budget=False)
+    assert per_batch.budget is None
+    for (indices, graphs), budget in zip(per_batch, own):
+        assert graphs.nodes["mask"].shape == (budget.nodes,) and graphs.senders.shape == (budget.edges,)
+    subset = PaddedBatches(dataset, 4, indices=np.arange(10, 20))
+    assert [list(b) for b in subset.indices] == [[10, 11, 12, 13], [14, 15, 16, 17], [18, 19]]

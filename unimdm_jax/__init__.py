@@ -6,7 +6,7 @@ The package is organised so that each idea lives in one obvious place:
   imports neither JAX nor torch)
 - ``unimdm_jax.data``        MP-20 / CDVAE CSV reading, download, symmetry extraction,
   preprocessing cache and jraph batching
-- ``unimdm_jax.lattice``, ``diffusion``, ``wyckoff``   the numerics (pure JAX functions)
+- ``unimdm_jax.lattice``, ``diffusion``, ``wyckoff``, ``segments``   the numerics (pure JAX functions)
 - ``unimdm_jax.model``       the Crystal DiT and the property oracle (Flax modules)
 - ``unimdm_jax.reverse_diffusion``  the predictor-corrector sampler: the reverse process
   as one jitted ``lax.scan``

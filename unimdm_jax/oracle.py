@@ -138,14 +138,11 @@ class Oracle:
         import jax.numpy as jnp
         from tqdm.auto import tqdm
 
-        from unimdm_jax.data.batching import Budget, budget_for, graphs_from_dataset
+        from unimdm_jax.data.batching import PaddedBatches
 
         predictions = np.zeros((len(dataset), len(self.property_names)), np.float32)
-        starts = range(0, len(dataset), batch_size)
-        for start in tqdm(starts, desc="oracle", unit="batch", disable=not progress, file=sys.stderr):
-            indices = np.arange(start, min(start + batch_size, len(dataset)))
-            ladder = budget_for([dataset.num_atoms[indices].astype(np.int64)], batch_size)
-            graphs = graphs_from_dataset(dataset, indices, Budget(ladder.nodes, ladder.edges, batch_size + 1))
+        batches = PaddedBatches(dataset, batch_size, common_budget=False)
+        for indices, graphs in tqdm(batches, desc="oracle", unit="batch", disable=not progress, file=sys.stderr):
             values = self._predict_graphs(self.params, jax.tree_util.tree_map(jnp.asarray, graphs))
             predictions[indices] = np.asarray(values)[: len(indices)]
         return predictions

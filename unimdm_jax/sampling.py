@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unimdm_jax.config import property_columns
-from unimdm_jax.data.batching import Budget, budget_for, graphs_from_dataset
+from unimdm_jax.data.batching import PaddedBatches
 from unimdm_jax.guidance import oracle_guidance
 from unimdm_jax.lattice import k_to_lattice_params
 from unimdm_jax.objective import make_schedules, respace_schedules
@@ -70,9 +70,8 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     if oracle_apply is not None and (oracle_params is None or oracle_targets is None):
         raise ValueError("classifier guidance needs oracle_params and oracle_targets with oracle_apply")
     columns = list(property_columns(config.model, dataset.property_names))
-    batches = [np.arange(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
-    budgets = [budget_for([dataset.num_atoms[b].astype(np.int64)], batch_size) for b in batches]
-    budget = Budget(max(b.nodes for b in budgets), max(b.edges for b in budgets), batch_size + 1)
+    batches = PaddedBatches(dataset, batch_size)
+    budget = batches.budget
     schedules = make_schedules(config.diffusion)
     if steps is not None and steps != config.diffusion.timesteps:
         schedules = respace_schedules(schedules, steps)
@@ -81,8 +80,8 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     bounds = dict(classifier_max_lattice_shift=MAX_LATTICE_SHIFT if classifier_safeguards else np.inf,
                   classifier_max_coordinate_shift=MAX_COORDINATE_SHIFT if classifier_safeguards else np.inf)
     key = jax.random.PRNGKey(seed)
-    for number, indices in enumerate(tqdm(batches, desc="sample", unit="batch", disable=not progress, file=sys.stderr)):
-        graphs = graphs_from_dataset(dataset, indices, budget)
+    for number, (indices, graphs) in enumerate(tqdm(batches, desc="sample", unit="batch", disable=not progress,
+                                                    file=sys.stderr)):
         condition = np.zeros((budget.graphs, len(columns)), np.float32)
         use = np.zeros((budget.graphs, len(columns)), bool)
         condition[: len(indices)] = np.nan_to_num(values[indices])
@@ -109,6 +108,6 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
             structures += crystal_structures(dataset, indices, x, lattice_params, offsets)
         if deadline is not None and time.perf_counter() > deadline:
             break
-    timed = len(structures) - len(batches[0])
+    timed = len(structures) - len(batches.indices[0])
     per_crystal = sampling_seconds / timed if timed > 0 else None  # None: only the compiling batch ran
     return structures, per_crystal

@@ -143,6 +143,31 @@ def graphs_from_dataset(dataset: CrystalDataset, indices, budget: Budget | None 
     )
 
 
+class PaddedBatches:
+    """The crystals ``indices`` of a dataset (default: all) in consecutive batches of
+    ``batch_size`` (the last may be shorter), for inference: iterating yields
+    ``(indices, graphs)`` with host-side graphs of ``batch_size + 1`` graphs.
+
+    ``common_budget=True``: every batch has the node/edge budget of the largest one
+    (``self.budget``), so jit compiles once; False: each batch its own rung of the ladder
+    (``self.budget`` is None), a compilation per rung that occurs but less padding."""
+
+    def __init__(self, dataset: CrystalDataset, batch_size: int, indices=None, common_budget: bool = True):
+        indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.indices = [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
+        self._counts = [dataset.num_atoms[b].astype(np.int64) for b in self.indices]
+        self.budget = budget_for(self._counts, batch_size) if common_budget and self.indices else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, jraph.GraphsTuple]]:
+        for batch, counts in zip(self.indices, self._counts):
+            yield batch, graphs_from_dataset(self.dataset, batch, self.budget or budget_for([counts], self.batch_size))
+
+
 def stack_graphs(graphs: list[jraph.GraphsTuple]) -> jraph.GraphsTuple:
     """Stack equally padded graphs on a new leading (shard) axis."""
     import jax
