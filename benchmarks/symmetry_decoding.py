@@ -36,13 +36,13 @@ def main() -> None:
     import torch
 
     from llm_torch.dataset import csv_records
-    from llm_torch.evaluate import _spec
+    from llm_torch.evaluate import record_spec
     from llm_torch.predict import Predictor, canonical_property, default_model_dir
 
     torch.set_num_threads(args.threads)
     property_name = canonical_property(args.property)
     records = csv_records(args.csv, args.rows, offset=args.offset)
-    inputs = [(_spec(r), float(r.property(property_name))) for r in records if r.property(property_name) is not None]
+    inputs = [(record_spec(r), float(r.property(property_name))) for r in records if r.property(property_name) is not None]
     model_dir = default_model_dir(property_name)
     predictor = Predictor.from_dir(model_dir)
     predictor.predict(inputs[0][0], property_name, inputs[0][1])  # warm-up

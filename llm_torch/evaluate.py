@@ -72,6 +72,7 @@ __all__ = [
     "main",
     "merge_results",
     "model_identity",
+    "record_spec",
     "rouge_l",
     "rouge_n",
 ]
@@ -146,7 +147,8 @@ def letter_prior(records) -> dict[int, dict[str, float]]:
     return prior
 
 
-def _spec(record) -> CompositionSpec:
+def record_spec(record) -> CompositionSpec:
+    """The composition constraint of a schema record's conventional cell (what the predictor is asked)."""
     return CompositionSpec.from_counts(record.composition.counts, "cell")
 
 
@@ -255,7 +257,7 @@ def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, p
         value = record.property(property_name)
         if value is None:
             continue
-        spec = _spec(record)
+        spec = record_spec(record)
         truth_sg = record.space_group.number
         truth = [(w.element, w.letter) for w in record.wyckoff]
         reference = format_output(truth_sg, truth, spec.elements)

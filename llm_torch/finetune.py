@@ -37,14 +37,14 @@ import dataclasses
 import importlib.util
 import json
 import math
-import os
-import platform
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from unimdm_jax import provenance
 
 __all__ = ["FinetuneConfig", "load_config", "main", "train"]
 
@@ -310,14 +310,7 @@ def _build(config: FinetuneConfig, train_examples: list[dict], output_dir: Path,
 def _hardware(device, num_processes: int) -> dict:
     import torch
 
-    info = {
-        "device": str(device),
-        "processes": num_processes,
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
+    info = {"device": str(device), "processes": num_processes, **provenance.machine(("torch",))}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

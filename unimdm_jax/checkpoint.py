@@ -25,7 +25,6 @@ import csv
 import dataclasses
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import orbax.checkpoint as ocp
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from unimdm_jax import provenance
 from unimdm_jax.config import TASKS, TrainConfig
 from unimdm_jax.objective import DiffusionConfig
 
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
         },
         "training": {
             "command": args.command or f"python -m unimdm_jax.train --config <config> --workdir {args.workdir}",
-            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores (no GPU)",
+            "hardware": provenance.hardware_summary(),
             **training_summary(Path(args.workdir), step),
         },
         "metrics": {Path(m).stem: json.loads(Path(m).read_text()) for m in args.metrics},

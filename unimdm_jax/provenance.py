@@ -41,6 +41,15 @@ def machine(frameworks: tuple[str, ...] = ("jax",)) -> dict:
     return info
 
 
+def hardware_summary(info: dict | None = None) -> str:
+    """One line for a model card: processor, CPU cores and accelerators (from ``machine()``),
+    e.g. ``"x86_64, 16 CPU cores (no GPU)"`` or ``"x86_64, 16 CPU cores, cuda:0"``."""
+    info = machine() if info is None else info
+    accelerators = [d for d in info.get("jax_devices", []) if not d.lower().startswith(("cpu", "tfrt_cpu"))]
+    line = f"{info['processor']}, {info['cpu_count']} CPU cores"
+    return f"{line}, {', '.join(accelerators)}" if accelerators else f"{line} (no GPU)"
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
     digest = hashlib.sha256()

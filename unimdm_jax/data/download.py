@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from unimdm_jax.data.io import DatasetError, _one_line
+from unimdm_jax.data.io import DatasetError, one_line
 from unimdm_jax.provenance import file_sha256
 
 __all__ = [
@@ -150,7 +150,7 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, DatasetSpec]:
     except FileNotFoundError as exc:
         raise DownloadError(f"{path}: no such manifest file") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DownloadError(f"{path}: bad manifest ({_one_line(exc)})") from exc
+        raise DownloadError(f"{path}: bad manifest ({one_line(exc)})") from exc
 
 
 # --------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def count_csv_rows(path: str | os.PathLike[str]) -> tuple[list[str], int]:
                 raise DownloadError(f"{path.name}: empty file")
             n = sum(1 for _ in reader)
     except (csv.Error, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
-        raise DownloadError(f"{path.name}: not a readable CSV ({_one_line(exc)})") from exc
+        raise DownloadError(f"{path.name}: not a readable CSV ({one_line(exc)})") from exc
     return header, n
 
 
@@ -238,7 +238,7 @@ def _read_lock(directory: Path) -> dict | None:
             raise ValueError("no 'files' table")
         return data
     except (OSError, ValueError) as exc:
-        raise DownloadError(f"{lock}: unreadable lock file ({_one_line(exc)})") from exc
+        raise DownloadError(f"{lock}: unreadable lock file ({one_line(exc)})") from exc
 
 
 def _write_lock(directory: Path, name: str, source: str, checks: Sequence[FileCheck], old: dict | None) -> Path:
@@ -290,10 +290,10 @@ def _offline_message(host: str, reason: str, name: str = "mp_20") -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
         inner = exc.reason
-        return _one_line(inner) if isinstance(inner, BaseException) else str(inner)
+        return one_line(inner) if isinstance(inner, BaseException) else str(inner)
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
-    return _one_line(exc)
+    return one_line(exc)
 
 
 def _fetch(
@@ -333,7 +333,7 @@ def _fetch(
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
         raise OfflineError(_offline_message(host, _reason(exc), name)) from exc
     except OSError as exc:  # local I/O trouble (disk full, permissions, ...)
-        raise DownloadError(f"{label}: {_one_line(exc)}") from exc
+        raise DownloadError(f"{label}: {one_line(exc)}") from exc
 
 
 def _missing_ancestors(path: Path) -> list[Path]:

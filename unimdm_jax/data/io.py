@@ -55,6 +55,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DatasetError",
     "CrystalRow",
+    "as_paths",
+    "one_line",
     "REQUIRED_COLUMNS",
     "read_rows",
     "iter_rows",
@@ -94,7 +96,8 @@ class DatasetError(ValueError):
     """A dataset file is missing, unreadable or malformed. ``str(err)`` is one line."""
 
 
-def _one_line(exc: BaseException | str) -> str:
+def one_line(exc: BaseException | str) -> str:
+    """The first line of an error's message (its type name when the message is empty)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -138,7 +141,7 @@ def _open_text(path: Path):
     try:
         gz = _is_gzip(path)
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot open ({_one_line(exc)})") from exc
+        raise DatasetError(f"{path}: cannot open ({one_line(exc)})") from exc
     if path.name.endswith(".gz") and not gz:
         raise DatasetError(f"{path}: not a valid gzip file (bad magic bytes)")
     if gz:
@@ -155,7 +158,7 @@ def read_header(path: PathLike) -> list[str]:
             header = next(csv.reader(fh), None)
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:
         kind = "unreadable gzip file" if gz else "unreadable file"
-        raise DatasetError(f"{path}: {kind} ({_one_line(exc)})") from exc
+        raise DatasetError(f"{path}: {kind} ({one_line(exc)})") from exc
     if not header:
         raise DatasetError(f"{path}: empty file (no CSV header)")
     return header
@@ -190,10 +193,10 @@ def _read_table(path: Path, nrows: int | None) -> _Table:
     except pd.errors.EmptyDataError as exc:
         raise DatasetError(f"{path}: empty file (no CSV header)") from exc
     except pd.errors.ParserError as exc:
-        raise DatasetError(f"{path}: malformed CSV ({_one_line(exc)})") from exc
+        raise DatasetError(f"{path}: malformed CSV ({one_line(exc)})") from exc
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         kind = "unreadable gzip file" if gz else "unreadable file"
-        raise DatasetError(f"{path}: {kind} ({_one_line(exc)})") from exc
+        raise DatasetError(f"{path}: {kind} ({one_line(exc)})") from exc
     columns = [str(c) for c in df.columns]
     if columns and _is_index_column(columns[0]):
         columns = columns[1:]
@@ -271,7 +274,8 @@ def _table_rows(
         )
 
 
-def _as_paths(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+def as_paths(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    """One path or several, as a list of Paths."""
     if isinstance(paths, (str, os.PathLike)):
         return [Path(paths)]
     out = [Path(p) for p in paths]
@@ -299,7 +303,7 @@ def iter_rows(
         raise DatasetError(f"skip must be >= 0, got {skip}")
     if limit is not None and limit < 0:
         raise DatasetError(f"limit must be >= 0, got {limit}")
-    files = _as_paths(paths)
+    files = as_paths(paths)
     for p in files:  # fail early, before yielding anything, on a missing file
         if not p.exists():
             raise DatasetError(f"{p}: no such file")
@@ -341,7 +345,7 @@ def structure_from_cif(cif: str) -> "Structure":
             warnings.simplefilter("ignore")
             structure = Structure.from_str(cif, fmt="cif")
     except Exception as exc:  # pymatgen raises ValueError/KeyError/IndexError/...
-        raise DatasetError(f"cannot parse CIF: {_one_line(exc)}") from exc
+        raise DatasetError(f"cannot parse CIF: {one_line(exc)}") from exc
     if len(structure) == 0:
         raise DatasetError("cannot parse CIF: no atoms")
     return structure

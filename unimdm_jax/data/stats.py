@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unimdm_jax.data.io import DatasetError, PathLike, _as_paths, iter_rows, structure_from_cif
+from unimdm_jax.data.io import DatasetError, PathLike, as_paths, iter_rows, structure_from_cif
 from unimdm_jax.parallel import process_pool
 from unimdm_jax.schema.tables import CRYSTAL_SYSTEMS, crystal_system
 
@@ -143,7 +143,7 @@ def compute_stats(
 
     ``processes`` defaults to ``min(2, cpu_count)``; ``progress=None`` shows a tqdm bar on
     stderr only when it is a terminal. Raises :class:`DatasetError` for unreadable input."""
-    files = _as_paths(paths)
+    files = as_paths(paths)
     rows = list(iter_rows(files, limit=limit))
     if processes is None:
         processes = min(2, os.cpu_count() or 1)
