@@ -147,3 +147,27 @@ def test_torch_stage_and_schema_import_without_jax():
     result = subprocess.run([sys.executable, "-c", JAX_POISON], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+REMOTE_POISON = """
+import importlib.abc, sys
+
+class NoHostOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pymatgen", "pyxtal", "spglib", "pandas", "torch", "transformers"):
+            raise ImportError(f"{name} imported on the JAX-only path")
+        return None
+
+sys.meta_path.insert(0, NoHostOnly())
+import unimdm_jax.remote, unimdm_jax.sampling, unimdm_jax.train, unimdm_jax.data.preprocess, unimdm_jax.checkpoint
+print("ok")
+"""
+
+
+def test_remote_run_imports_without_pymatgen_pandas_or_torch():
+    """``python -m unimdm_jax.remote run`` runs on a lent accelerator with JAX but without the
+    host's structure libraries (``unimdm_jax.remote``'s docstring)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", REMOTE_POISON], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from llm_torch.constraints import CompositionError, parse_composition
+from llm_torch.predict import InputError, Predictor, make_input, resolve_model_dir
 from unimdm_jax import schema
 from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
 from unimdm_jax.data.preprocess import CrystalDataset
@@ -299,10 +300,6 @@ def load_oracle_or_none(path: str | Path | None = None):
 def predict_symmetry(formula: str, targets: dict[str, float], top_k: int = 3, *, model_dir=None,
                      composition_mode: str = "auto", device: str = "cpu", seed: int = 0):
     """Stage 1: the top-k symmetry hypotheses (validated schema records) of the language model."""
-    try:  # the optional [llm] extra: torch + transformers
-        from llm_torch.predict import InputError, Predictor, make_input, resolve_model_dir
-    except ImportError as error:  # torch/transformers missing
-        raise GenerationError(f"the symmetry predictor needs the [llm] extra ({error}); or pass a symmetry record") from None
     if len(targets) != 1:
         raise GenerationError("the symmetry predictor takes exactly one target: band_gap or formation_energy")
     (name, value), = targets.items()
@@ -313,6 +310,8 @@ def predict_symmetry(formula: str, targets: dict[str, float], top_k: int = 3, *,
         raise GenerationError(str(error)) from None
     try:
         predictor = Predictor.from_dir(folder, _torch_device(device))
+    except ImportError as error:  # the optional [llm] extra (torch, transformers) is missing
+        raise GenerationError(f"the symmetry predictor needs the [llm] extra ({error}); or pass a symmetry record") from None
     except (OSError, RuntimeError, ValueError) as error:
         raise GenerationError(f"cannot load symmetry model {folder}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     if predictor.property_name and predictor.property_name != name:

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 PRIMITIVE_TOLERANCE = 0.01
 
 
 def structure_matcher():
+    # pymatgen.analysis on use: data.symmetry imports this module on the JAX-only machine's path
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
     return StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
@@ -35,7 +38,6 @@ def _primitive(structure):
 def is_sane(structure, min_volume_per_atom: float = 0.1, max_length: float = 1000.0) -> bool:
     """Finite lattice of non-degenerate volume: spglib (inside StructureMatcher) can crash
     the process on NaN or collapsed cells, which an untrained or diverged model produces."""
-    import numpy as np
 
     lattice = structure.lattice
     parameters = np.asarray(lattice.parameters, dtype=float)
@@ -54,7 +56,6 @@ MIN_INTERATOMIC_DISTANCE = 0.5  # Angstrom: CDVAE's structural validity criterio
 
 def min_interatomic_distance(structure) -> float:
     """The smallest distance between two different sites (periodic images included); inf for one site."""
-    import numpy as np
 
     if len(structure) < 2:
         return float("inf")

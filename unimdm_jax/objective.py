@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from unimdm_jax import diffusion, lattice, wyckoff
 from unimdm_jax.segments import node_graph_index
@@ -65,7 +66,6 @@ def respace_schedules(schedules: Schedules, steps: int) -> Schedules:
     - the network sees t_s (``network_t``), the step it was trained on.
 
     ``steps`` = T returns tables equal to the originals."""
-    import numpy as np
 
     T = schedules.ve.sigmas.shape[0] - 1
     if not 1 <= steps <= T:

@@ -31,9 +31,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from tqdm.auto import tqdm
 
-from unimdm_jax.checkpoint import PACKAGED, CheckpointError
+from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
+from unimdm_jax.config import property_columns
+from unimdm_jax.data.batching import PaddedBatches, graphs_from_dataset
+from unimdm_jax.data.io import DatasetError
+from unimdm_jax.data.preprocess import PROPERTY_NAMES, CrystalDataset, load_policy_split
+from unimdm_jax.metrics import is_sane
+from unimdm_jax.model import PropertyOracle
+from unimdm_jax.objective import clean_k
 from unimdm_jax.provenance import write_result
 from unimdm_jax.schema import KNOWN_PROPERTY_UNITS
 
@@ -44,7 +55,6 @@ STANDARDIZE_SYMPREC = 0.01  # the preprocessing's first tolerance (data.symmetry
 def conventional_standard(structure, symprec: float = STANDARDIZE_SYMPREC):
     """The conventional standard cell of a structure (the setting the oracle was trained on);
     the structure itself where spglib fails (e.g. overlapping atoms)."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     try:
         return SpacegroupAnalyzer(structure, symprec=symprec).get_conventional_standard_structure()
@@ -56,7 +66,6 @@ def dataset_from_structures(structures):
     """A ``CrystalDataset`` of pymatgen Structures as they are (no symmetrization): space
     group 1, identity Wyckoff operations, every atom its own anchor, unknown properties.
     ``batching.graphs_from_dataset`` turns it into the padded batches the models read."""
-    from unimdm_jax.data.preprocess import PROPERTY_NAMES, CrystalDataset
 
     atomic_numbers, frac_coords, num_atoms = [], [], []
     for index, structure in enumerate(structures):
@@ -91,7 +100,6 @@ def dataset_from_structures(structures):
 def graphs_from_structures(structures, budget=None):
     """One padded jraph batch (numpy, host side) of pymatgen Structures, in the format of
     ``unimdm_jax.data.batching.graphs_from_dataset``."""
-    from unimdm_jax.data.batching import graphs_from_dataset
 
     return graphs_from_dataset(dataset_from_structures(structures), np.arange(len(structures)), budget)
 
@@ -100,10 +108,6 @@ def graphs_from_structures(structures, budget=None):
 def _jitted_predictor(model_config):
     """jit(params, graphs -> predictions), shared by all oracles with this (frozen, hashable)
     model config, so loading the same model twice does not compile twice."""
-    import jax
-
-    from unimdm_jax.model import PropertyOracle
-    from unimdm_jax.objective import clean_k
 
     model = PropertyOracle(model_config)
     return jax.jit(lambda params, graphs: model.apply(params, graphs, graphs.nodes["frac_coords"], clean_k(graphs)))
@@ -134,11 +138,6 @@ class Oracle:
         """(len(dataset), P) predictions for the crystals of a ``CrystalDataset``. Every batch
         has batch_size + 1 graphs and node/edge budgets from the batching ladder, so jit
         compiles one program per rung that occurs (a handful), not one per batch."""
-        import jax
-        import jax.numpy as jnp
-        from tqdm.auto import tqdm
-
-        from unimdm_jax.data.batching import PaddedBatches
 
         predictions = np.zeros((len(dataset), len(self.property_names)), np.float32)
         batches = PaddedBatches(dataset, batch_size, common_budget=False)
@@ -151,7 +150,6 @@ class Oracle:
         """(n, P) predictions (columns: ``property_names``) for pymatgen Structures; NaN rows
         for cells that are not ``metrics.is_sane`` (non-finite or collapsed: a diverged
         sampler's output, which the oracle cannot featurize and spglib can crash the process on)."""
-        from unimdm_jax.metrics import is_sane
 
         structures = list(structures)
         predictions = np.full((len(structures), len(self.property_names)), np.nan, np.float32)
@@ -167,7 +165,6 @@ class Oracle:
 def load_oracle(path: Path | str | None = None) -> Oracle:
     """The oracle of an exported folder or a training work dir (default: the packaged
     checkpoint). Raises ``CheckpointError`` when it is missing, corrupt or not an oracle."""
-    from unimdm_jax.checkpoint import load_model
 
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     model, params, config, card = load_model(path)
@@ -193,7 +190,6 @@ def mean_absolute_errors(predictions, targets, names) -> dict:
 def evaluate(oracle: Oracle, dataset, batch_size: int = 64, progress: bool = True) -> dict:
     """Errors of the oracle on a preprocessed split, and of the constant predictor that
     always answers the training-split mean (stored in the config) for scale."""
-    from unimdm_jax.config import property_columns
 
     columns = list(property_columns(oracle.config.model, dataset.property_names))
     targets = dataset.properties[:, columns]
@@ -223,9 +219,6 @@ def main(argv=None) -> int:
     ev.add_argument("--out", default=None, help="JSON results file (with command, machine, commit, date)")
     ev.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-
-    from unimdm_jax.data.io import DatasetError
-    from unimdm_jax.data.preprocess import load_policy_split
 
     if args.split not in SPLITS:
         print(f"error: unknown split {args.split!r}: expected one of {', '.join(SPLITS)}", file=sys.stderr)

@@ -17,6 +17,7 @@ def machine(frameworks: tuple[str, ...] = ("jax",)) -> dict:
     (``"jax"``, ``"torch"``; only those are imported)."""
     info = {"platform": platform.platform(), "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    # jax and torch (the jax and llm extras) are imported here, only when asked for
     if "jax" in frameworks:
         try:
             import jax

@@ -33,16 +33,25 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import ml_dtypes
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
+from unimdm_jax.checkpoint import flatten, unflatten
+from unimdm_jax.config import get_task, load_config
+from unimdm_jax.data.io import read_rows
+from unimdm_jax.data.preprocess import CrystalDataset, load_policy_split
+from unimdm_jax.evaluate import match_all
 from unimdm_jax.provenance import write_result
+from unimdm_jax.sampling import sample_dataset
+from unimdm_jax.train import steps_per_second, train
 
 SPLITS = ("train", "holdout", "test")
 
 
 def pack(out: Path, data_root=None, splits=SPLITS) -> dict:
     """Write the policy's splits as CrystalDataset arrays (``<split>.npz``) into ``out``."""
-    from unimdm_jax.data.preprocess import load_policy_split
 
     out.mkdir(parents=True, exist_ok=True)
     sizes = {}
@@ -57,10 +66,6 @@ def pack(out: Path, data_root=None, splits=SPLITS) -> dict:
 def save_shards(params: dict, out: Path, shard_mb: float = 15.0, dtype: str = "bfloat16") -> list[Path]:
     """Flattened parameters in safetensors files of at most ``shard_mb`` MB each (``dtype``:
     bfloat16 halves the size; float32 keeps them exactly)."""
-    import ml_dtypes
-    from safetensors.numpy import save_file
-
-    from unimdm_jax.checkpoint import flatten
 
     flat = flatten(params["params"])
     cast = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
@@ -83,9 +88,6 @@ def save_shards(params: dict, out: Path, shard_mb: float = 15.0, dtype: str = "b
 
 def load_shards(folder: Path) -> dict:
     """The ``{"params": ...}`` tree of the weight shards in ``folder`` (as float32)."""
-    from safetensors.numpy import load_file
-
-    from unimdm_jax.checkpoint import unflatten
 
     flat = {}
     for path in sorted(Path(folder).glob("weights-*-of-*.safetensors")):
@@ -114,12 +116,6 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
         shard_mb: float = 15.0, sample_limit: int | None = None) -> dict:
     """Train ``config_path`` for about ``train_seconds`` on the arrays in ``data``, sample the
     test split for about ``sample_seconds``, and write weights, samples and a report to ``out``."""
-    import jax
-
-    from unimdm_jax.data.preprocess import CrystalDataset
-    from unimdm_jax.sampling import sample_dataset
-    from unimdm_jax.config import get_task, load_config
-    from unimdm_jax.train import steps_per_second, train
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -171,10 +167,7 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
 def match(samples_dir: Path, csv: Path, processes: int | None = None) -> dict:
     """Match rate and RMSE (with standard errors) of the structures in ``samples.npz`` against
     the CSV rows they were sampled for (the paper's StructureMatcher)."""
-    from pymatgen.core import Lattice, Structure
-
-    from unimdm_jax.data.io import read_rows
-    from unimdm_jax.evaluate import match_all
+    from pymatgen.core import Lattice, Structure  # on use: the JAX-only machine that runs `run` has no pymatgen
 
     with np.load(Path(samples_dir) / "samples.npz", allow_pickle=False) as data:
         samples = {k: data[k] for k in data.files}

@@ -74,6 +74,7 @@ def _select_jax_platform(device: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     _select_jax_platform(args.device)
+    # after the platform is chosen (JAX reads it on import); also keeps --help fast
     from unimdm_jax.generation import GenerationError, check_output_dir, generate
 
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))

@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from unimdm_jax import schema
+from unimdm_jax.data.download import download_dataset, load_manifest, verify_dataset
+from unimdm_jax.data.io import read_rows
+from unimdm_jax.data.preprocess import preprocess_file, symmetrize_rows
 
 PROG = "python -m unimdm_jax.data"
 
@@ -34,8 +40,6 @@ def _print_err(msg: str) -> None:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from unimdm_jax.data.download import download_dataset, load_manifest
-
     manifest = load_manifest(args.manifest) if args.manifest else None
     dest = Path(args.dest) if args.dest else _default_dest()
     result = download_dataset(
@@ -57,7 +61,6 @@ def _run_download(args: argparse.Namespace) -> int:
 
 def _default_dest() -> Path:
     """$UNIMDM_DATA, else ~/.cache/unimdm/data (never the read-only ../shared)."""
-    import os
 
     env = os.environ.get("UNIMDM_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "unimdm" / "data"
@@ -91,8 +94,6 @@ def add_download_command(subparsers) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from unimdm_jax.data.download import load_manifest, verify_dataset
-
     manifest = load_manifest(args.manifest) if args.manifest else None
     report = verify_dataset(args.dir, args.name, manifest=manifest, write_lock=args.lock)
     print(report.summary())
@@ -122,6 +123,7 @@ def add_verify_command(subparsers) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
+    # stats imports pymatgen at module level: loaded on use, so that --help stays fast
     from unimdm_jax.data.stats import compute_stats, format_stats
 
     stats = compute_stats(
@@ -160,10 +162,6 @@ def _report_failures(failures) -> None:
 
 
 def _run_symmetry(args: argparse.Namespace) -> int:
-    from unimdm_jax import schema
-    from unimdm_jax.data.io import read_rows
-    from unimdm_jax.data.preprocess import symmetrize_rows
-
     rows = read_rows([args.file], limit=args.limit)
     dataset, failures = symmetrize_rows(rows, args.workers, args.symprec, progress=not args.quiet)
     source = f"dataset:{Path(args.file).name}"
@@ -190,8 +188,6 @@ def add_symmetry_command(subparsers) -> None:
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
-    from unimdm_jax.data.preprocess import preprocess_file
-
     for file in args.files:
         dataset, failures = preprocess_file(file, cache_dir=args.cache_dir, workers=args.workers,
                                             symprec=args.symprec, progress=not args.quiet)

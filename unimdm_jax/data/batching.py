@@ -18,6 +18,7 @@ import dataclasses
 import functools
 from typing import Iterator
 
+import jax
 import jraph
 import numpy as np
 
@@ -170,7 +171,6 @@ class PaddedBatches:
 
 def stack_graphs(graphs: list[jraph.GraphsTuple]) -> jraph.GraphsTuple:
     """Stack equally padded graphs on a new leading (shard) axis."""
-    import jax
 
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *graphs)
 

@@ -44,6 +44,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from unimdm_jax.data.io import DatasetError, one_line
 from unimdm_jax.provenance import file_sha256
 
@@ -303,8 +305,6 @@ def _fetch(
     host = urllib.parse.urlsplit(url).netloc or url
     req = urllib.request.Request(url, headers={"User-Agent": "unimdm-data/0.1"})
     try:
-        from tqdm.auto import tqdm
-
         with urllib.request.urlopen(req, timeout=timeout) as resp, open(dest, "wb") as out:
             total = resp.headers.get("Content-Length")
             bar = tqdm(

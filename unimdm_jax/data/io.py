@@ -48,8 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
+import numpy as np
+
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     from pymatgen.core import Structure
 
 __all__ = [
@@ -177,6 +178,8 @@ class _Table:
 
 
 def _read_table(path: Path, nrows: int | None) -> _Table:
+    # pandas and pymatgen are imported on use: this module is on the path of the JAX-only
+    # machine (``unimdm_jax.remote``), which has neither, and of the data CLI's --help
     import pandas as pd
 
     fh, gz = _open_text(path)
@@ -533,7 +536,6 @@ def test_subset_indices(
     (``test.csv.gz``, 9,046 rows) used for quick evaluations. Stable across NumPy versions
     as long as NumPy's ``Generator.choice`` stream is (it has been since NumPy 1.17).
     """
-    import numpy as np
 
     if not 0 <= size <= n_total:
         raise ValueError(f"size must be in 0..{n_total}, got {size}")

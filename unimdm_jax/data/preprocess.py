@@ -19,9 +19,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from unimdm_jax.data.symmetry import DEFAULT_SYMPREC, SymmetrizedCrystal, WyckoffSite
-from unimdm_jax.schema import PROPERTY_NAMES  # the stored property columns
+from unimdm_jax.data import io
+from unimdm_jax.data.io import read_rows, structure_from_cif
+from unimdm_jax.data.symmetry import DEFAULT_SYMPREC, SymmetrizedCrystal, WyckoffSite, extract_symmetry
+from unimdm_jax.schema import PROPERTY_NAMES, space_group_symbol  # PROPERTY_NAMES: the stored property columns
 from unimdm_jax.parallel import process_pool
 from unimdm_jax.provenance import file_sha256
 
@@ -169,16 +172,12 @@ _ATOM_FIELDS = ("atomic_numbers", "frac_coords", "wyckoff_ops", "anchor_index", 
 
 
 def _symbol(number: int) -> str:
-    from unimdm_jax.schema import space_group_symbol
-
     return space_group_symbol(number)
 
 
 def _symmetrize_row(args):
     """Worker: one CSV row -> (crystal, None) or (None, Failure). Never raises."""
     material_id, cif, properties, source, symprec = args
-    from unimdm_jax.data.io import structure_from_cif
-    from unimdm_jax.data.symmetry import extract_symmetry
 
     warnings.filterwarnings("ignore")
     try:
@@ -190,7 +189,6 @@ def _symmetrize_row(args):
 
 def symmetrize_rows(rows, workers: int | None = None, symprec: float = DEFAULT_SYMPREC, progress: bool = True):
     """Symmetrize CSV rows in parallel, preserving order. Returns (dataset, failures)."""
-    from tqdm.auto import tqdm
 
     workers = workers or os.cpu_count() or 1
     jobs = [
@@ -232,7 +230,6 @@ def preprocess_file(
     progress: bool = True,
 ) -> tuple[CrystalDataset, list[Failure]]:
     """Symmetrize every row of one CSV file, using the on-disk cache when it is valid."""
-    from unimdm_jax.data.io import read_rows
 
     path = Path(path)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -260,7 +257,6 @@ def load_policy_split(name: str, root=None, **kwargs) -> tuple[CrystalDataset, l
     - ``test``: test.csv.gz (reported results only)
     - ``test-1k``: the fixed 1,000-structure subset of test (see ``io.test_subset_indices``)
     """
-    from unimdm_jax.data import io
 
     root = Path(root) if root is not None else io.default_data_root()
     mp20 = root / "mp_20" if (root / "mp_20").is_dir() else root

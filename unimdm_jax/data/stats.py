@@ -19,6 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymatgen.io.cif  # noqa: F401 - loaded in the parent process, so that forked workers start warm
+from pymatgen.symmetry.groups import sg_symbol_from_int_number
+from tqdm.auto import tqdm
+
 from unimdm_jax.data.io import DatasetError, PathLike, as_paths, iter_rows, structure_from_cif
 from unimdm_jax.parallel import process_pool
 from unimdm_jax.schema.tables import CRYSTAL_SYSTEMS, crystal_system
@@ -87,12 +91,6 @@ def _parse_one(cif: str) -> tuple[int | None, tuple[str, ...], str | None]:
 
 
 def _parse_all(cifs: Sequence[str], processes: int, progress: bool | None):
-    from tqdm.auto import tqdm
-
-    # Import pymatgen in the parent so forked workers start warm.
-    import pymatgen.core  # noqa: F401
-    import pymatgen.io.cif  # noqa: F401
-
     bar_kw = dict(
         total=len(cifs),
         desc="parsing CIFs",
@@ -203,8 +201,6 @@ def _fmt(x: float | None) -> str:
 
 def _sg_symbol(n: int) -> str:
     try:
-        from pymatgen.symmetry.groups import sg_symbol_from_int_number
-
         return sg_symbol_from_int_number(n)
     except Exception:  # pragma: no cover - symbol is cosmetic
         return ""

@@ -31,6 +31,10 @@ import warnings
 import numpy as np
 
 from unimdm_jax import schema
+from unimdm_jax.metrics import min_interatomic_distance
+
+# pymatgen and pyxtal are imported on use: data.preprocess imports this module, and
+# preprocess's CrystalDataset is read on the JAX-only machine (unimdm_jax.remote), which has neither
 
 DEFAULT_SYMPREC = 0.01
 FALLBACK_TOLERANCES = (0.001, 1e-4)
@@ -217,8 +221,7 @@ def _cached_pyxtal_class(name: str):
 
 @contextlib.contextmanager
 def _pyxtal_with_cached_groups():
-    import pyxtal
-    import pyxtal.util
+    import pyxtal.util  # binds pyxtal too
 
     saved = pyxtal.Group, pyxtal.util.Hall
     pyxtal.Group, pyxtal.util.Hall = _cached_pyxtal_class("Group"), _cached_pyxtal_class("Hall")
@@ -243,8 +246,6 @@ MIN_ATOM_DISTANCE = 0.1  # Angstrom; closer atoms are a data error, not a struct
 
 
 def _check_no_overlapping_atoms(structure, material_id: str) -> None:
-    from unimdm_jax.metrics import min_interatomic_distance
-
     try:
         closest = min_interatomic_distance(structure)
     except (AttributeError, TypeError):

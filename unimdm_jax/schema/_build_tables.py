@@ -18,6 +18,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyxtal
+import spglib
+from pymatgen.symmetry.groups import SpaceGroup as PmgSpaceGroup
+from pyxtal.symmetry import Group
+
 TABLE_PATH = Path(__file__).with_name("wyckoff_tables.json")
 
 # Symbols renamed by the 'e'-glide convention (ITA 5th edition, 2002); older data still uses them.
@@ -31,9 +36,6 @@ def normalise(symbol: str) -> str:
 
 def build_group(number: int) -> dict:
     """Collect the table entry for one space group."""
-    import spglib
-    from pymatgen.symmetry.groups import SpaceGroup as PmgSpaceGroup
-    from pyxtal.symmetry import Group
 
     group = Group(number)
     sg_type = spglib.get_spacegroup_type(group.hall_number)
@@ -79,7 +81,6 @@ def build_group(number: int) -> dict:
 
 def build_tables() -> dict:
     """Build the whole document (all 230 groups) and check alias uniqueness."""
-    import pyxtal
 
     groups = [build_group(n) for n in range(1, 231)]
     owner: dict[str, int] = {}
