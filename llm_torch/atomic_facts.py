@@ -14,9 +14,12 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from unimdm_jax.schema import ELEMENT_SYMBOLS
 
 __all__ = ["AtomicFacts", "atomic_facts", "build_table", "facts_table", "format_facts"]
 
@@ -43,18 +46,13 @@ def _clean_float(value) -> float | None:
 
 def build_table() -> dict:
     """Compute the table from pymatgen (slow import; used to regenerate ``atomic_facts.json``)."""
-    import warnings
-
-    import pymatgen.core
-    from pymatgen.core import Element
-
-    from unimdm_jax.schema import ELEMENT_SYMBOLS
+    import pymatgen.core  # on use: reading the shipped table needs neither pymatgen nor its import time
 
     elements = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for symbol in ELEMENT_SYMBOLS:
-            element = Element(symbol)
+            element = pymatgen.core.Element(symbol)
             try:
                 states = tuple(int(s) for s in element.common_oxidation_states)
             except Exception:  # noqa: BLE001 - a missing datum is "n/a", not an error

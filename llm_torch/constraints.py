@@ -45,6 +45,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from unimdm_jax import schema
 from unimdm_jax.schema import is_valid_element, space_group_symbol, wyckoff_positions
 
 from . import prompts
@@ -614,7 +615,6 @@ def make_record(
 
     ``properties``: ``schema.Property`` objects or ``(name, value)`` pairs (unit filled in).
     """
-    from unimdm_jax import schema
 
     table = _table(sg)
     props = []

@@ -24,6 +24,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from unimdm_jax.data.io import read_rows
+from unimdm_jax.data.preprocess import (
+    DEFAULT_SYMPREC,
+    cache_key,
+    default_cache_dir,
+    load_policy_split,
+    preprocess_file,
+    symmetrize_rows,
+)
+
 from .prompts import build_example, canonical_property, to_chat
 
 __all__ = [
@@ -90,7 +100,6 @@ def examples_from_records(
 
 def split_records(split: str, root: str | None = None, limit: int | None = None) -> list:
     """Schema records (true properties) of a policy split, from the preprocessing cache."""
-    from unimdm_jax.data.preprocess import load_policy_split
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
@@ -109,14 +118,6 @@ def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, pr
     file once, so that the shards of a sharded evaluation (``--offset N --limit M``) do not each
     symmetrize the N rows before them again (~0.05 s a row: 7.5 min of one core for MP-20 test, measured).
     """
-    from unimdm_jax.data.io import read_rows
-    from unimdm_jax.data.preprocess import (
-        DEFAULT_SYMPREC,
-        cache_key,
-        default_cache_dir,
-        preprocess_file,
-        symmetrize_rows,
-    )
 
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset}")

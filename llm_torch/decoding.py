@@ -11,6 +11,7 @@ trained tokenizer, GLM-4's).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -98,7 +99,6 @@ class SymmetryLogitsProcessor(LogitsProcessor):
 
 def _cache_keyword(model) -> str:
     """``cache`` (transformers >= 5.x) or ``past_key_values`` (older), as the model's forward names it."""
-    import inspect
 
     forward = getattr(model, "get_base_model", lambda: model)().forward
     try:

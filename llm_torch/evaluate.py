@@ -58,8 +58,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unimdm_jax import provenance
+from unimdm_jax.provenance import file_sha256
+from unimdm_jax.schema import wyckoff_positions
+
+from . import dataset  # module attribute access: the tests replace dataset.csv_records
 from .constraints import CompositionSpec, is_feasible, repair
-from .predict import add_ranking_arguments
+from .neighbours import CompositionNeighbours
+from .predict import InputError, Predictor, add_ranking_arguments, default_model_dir, ranking_from_args
 from .prompts import canonical_property, format_output
 
 __all__ = [
@@ -133,7 +139,6 @@ class Guess:
 
 def letter_prior(records) -> dict[int, dict[str, float]]:
     """Per-group orbit cost ``1 - log p(letter | group)`` (add-one smoothed) from training records."""
-    from unimdm_jax.schema import wyckoff_positions
 
     counts: dict[int, Counter] = defaultdict(Counter)
     for r in records:
@@ -174,8 +179,6 @@ class NearestCompositionBaseline:
     name = "nearest_composition"
 
     def __init__(self, train_records, property_name: str = "band_gap", pool: int = 200):
-        from .neighbours import CompositionNeighbours
-
         self.records = list(train_records)
         self.property_name = canonical_property(property_name)
         self.pool = pool
@@ -297,10 +300,8 @@ def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, p
 def evaluate_model_on_split(model, tokenizer, split: str, property_name: str, *, limit: int = 200,
                             prompt_style: str = "plain", model_name: str = "model", root=None, top_k: int = 5) -> dict:
     """LM metrics on the first ``limit`` crystals of a policy split (used by the trainer's model card)."""
-    from .dataset import split_records
-    from .predict import Predictor
 
-    records = split_records(split, root, limit)
+    records = dataset.split_records(split, root, limit)
     predictor = Predictor(model, tokenizer, prompt_style=prompt_style, model_name=model_name, property_name=property_name)
     metrics = evaluate_predictor(LMPredictor(predictor), records, property_name, top_k)
     metrics["data"] = f"{split} (first {limit})"
@@ -311,7 +312,6 @@ def model_identity(model_dir: str | Path) -> dict:
     """What a results file needs to name the evaluated weights: the folder, the SHA-256 of every
     safetensors file in it, and the model card's name, creation time and training command (a
     folder path alone does not say which of several trainings was copied there)."""
-    from unimdm_jax.provenance import file_sha256
 
     folder = Path(model_dir)
     identity: dict[str, Any] = {"path": str(model_dir),
@@ -438,7 +438,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the language model's per-row records (truth, every scored hypothesis with its "
                              "log-probability and score; row = position after --offset) for error analysis and re-ranking")
     args = parser.parse_args(argv)
-    from unimdm_jax import provenance
 
     if args.merge:
         return _merge_main(args, argv)
@@ -446,16 +445,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --csv is required (or --merge RESULTS...)", file=sys.stderr)
         return 2
 
-    from .dataset import csv_records, split_records
-    from .predict import InputError, Predictor, default_model_dir, ranking_from_args
-
     try:
         ranking, table = ranking_from_args(args)
         property_name = canonical_property(args.property)
-        records = csv_records(args.csv, args.limit, offset=args.offset)
+        records = dataset.csv_records(args.csv, args.limit, offset=args.offset)
         if not records:
             raise ValueError(f"no rows to evaluate in {args.csv} after --offset {args.offset}")
-        train = csv_records(args.train_csv) if args.train_csv else split_records(args.train_split)
+        train = dataset.csv_records(args.train_csv) if args.train_csv else dataset.split_records(args.train_split)
     except (ValueError, OSError, InputError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
@@ -465,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.baselines_only:
         model_dir = Path(args.model) if args.model else default_model_dir(property_name)
         if (model_dir / "config.json").exists() or (model_dir / "adapter_config.json").exists():
-            import torch
+            import torch  # torch (llm extra) on use: the baselines and the metrics run without it
 
             torch.set_num_threads(max(1, args.threads))
             predictor = Predictor.from_dir(model_dir, args.device, neighbours=table, ranking=ranking)
@@ -508,8 +504,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _merge_main(args, argv) -> int:
-    from unimdm_jax import provenance
-
     if not args.out:
         print("error: --merge needs --out", file=sys.stderr)
         return 2

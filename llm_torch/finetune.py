@@ -44,7 +44,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, get_scheduler
+
 from unimdm_jax import provenance
+from unimdm_jax.data.io import mp20_split
+
+from .dataset import as_alpaca, build_examples, read_jsonl
+from .decoding import encode
+from .evaluate import evaluate_model_on_split
+from .model import resolve_device, resolve_dtype, small_glm4
+from .prompts import canonical_property, prompt_text
+from .tokenizer import corpus_texts, load_tokenizer, train_tokenizer
 
 __all__ = ["FinetuneConfig", "load_config", "main", "train"]
 
@@ -131,8 +145,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Finetun
 
 
 def _examples(config: FinetuneConfig, which: str) -> tuple[list[dict], str]:
-    from .dataset import as_alpaca, build_examples, read_jsonl
-
     jsonl = getattr(config, f"{which}_jsonl")
     csv = getattr(config, f"{which}_csv")
     split = getattr(config, f"{which}_split")
@@ -149,8 +161,6 @@ def _examples(config: FinetuneConfig, which: str) -> tuple[list[dict], str]:
             limit=limit, root=config.data_root,
         )
         try:
-            from unimdm_jax.data.io import mp20_split
-
             description = mp20_split(split, config.data_root).describe()
         except Exception:  # noqa: BLE001 - the description is informative only
             description = f"MP-20 policy split {split}"
@@ -159,9 +169,6 @@ def _examples(config: FinetuneConfig, which: str) -> tuple[list[dict], str]:
 
 
 def _tokenize(examples, tokenizer, style: str, max_length: int):
-    from .decoding import encode
-    from .prompts import prompt_text
-
     out, skipped = [], 0
     for ex in examples:
         prompt = encode(tokenizer, prompt_text(ex, tokenizer, style=style))
@@ -174,8 +181,6 @@ def _tokenize(examples, tokenizer, style: str, max_length: int):
 
 
 def _collate(items, pad_id: int):
-    import torch
-
     length = max(len(ids) for ids, _ in items)
     input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
     labels = torch.full((len(items), length), -100, dtype=torch.long)
@@ -203,9 +208,6 @@ def _trainable_state(model) -> dict:
 
 
 def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict, keep: int) -> Path:
-    import torch
-    from safetensors.torch import save_file
-
     path = output_dir / "checkpoints" / f"step-{state['step']:08d}"
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -221,9 +223,6 @@ def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict,
 
 
 def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    import torch
-    from safetensors.torch import load_file
-
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
@@ -243,8 +242,6 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
 
 def _build(config: FinetuneConfig, train_examples: list[dict], output_dir: Path, device):
     """(model, tokenizer, prompt style, description)."""
-    from .model import resolve_dtype, small_glm4
-    from .tokenizer import corpus_texts, load_tokenizer, train_tokenizer
 
     if config.mode == "scratch":
         tok_dir = output_dir / "tokenizer"
@@ -266,7 +263,6 @@ def _build(config: FinetuneConfig, train_examples: list[dict], output_dir: Path,
         raise ValueError(f"mode must be scratch, full or lora, got {config.mode!r}")
     if not config.base_model:
         raise ValueError(f"{config.mode} mode needs base_model (hub id or folder)")
-    from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(config.base_model, trust_remote_code=config.trust_remote_code)
     if config.mode == "full":  # every weight trainable: small models, e.g. the embedded one
@@ -280,7 +276,7 @@ def _build(config: FinetuneConfig, train_examples: list[dict], output_dir: Path,
             card = json.loads(card_path.read_text()) if card_path.is_file() else {}
             style = card.get("prompt_style") or ("chat" if getattr(tokenizer, "chat_template", None) else "plain")
         return model, tokenizer, style, f"full fine-tuning of {config.base_model}"
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # peft on use: only LoRA runs need it
 
     dtype = resolve_dtype(config.dtype, device)
     model = AutoModelForCausalLM.from_pretrained(
@@ -308,8 +304,6 @@ def _build(config: FinetuneConfig, train_examples: list[dict], output_dir: Path,
 
 
 def _hardware(device, num_processes: int) -> dict:
-    import torch
-
     info = {"device": str(device), "processes": num_processes, **provenance.machine(("torch",))}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -323,12 +317,7 @@ class _Run:
 
 
 def _accelerator(config: FinetuneConfig):
-    from accelerate import Accelerator
-
-    from .model import resolve_device
-
     try:  # allow several runs in one process (tests)
-        from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
     except Exception:  # noqa: BLE001
@@ -340,8 +329,6 @@ def _accelerator(config: FinetuneConfig):
 
 
 def _evaluate_loss(model, data, pad_id, batch_size, device) -> float:
-    import torch
-
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -360,10 +347,6 @@ def _evaluate_loss(model, data, pad_id, batch_size, device) -> float:
 
 def train(config: FinetuneConfig, command: str | None = None) -> dict:
     """Train (or resume) according to ``config``; returns the model card (also written to disk)."""
-    import torch
-    from transformers import get_scheduler
-
-    from .prompts import canonical_property
 
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
@@ -514,8 +497,6 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
             card["base_model_card"] = lineage
         if config.eval_symmetry_limit and config.eval_split:
             try:
-                from .evaluate import evaluate_model_on_split
-
                 card["metrics"]["holdout_symmetry"] = evaluate_model_on_split(
                     unwrapped.eval(), tokenizer, config.eval_split, config.property_name,
                     limit=config.eval_symmetry_limit, prompt_style=style, model_name=export_dir.name,

@@ -12,6 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, Glm4Config, Glm4ForCausalLM
+
+from .tokenizer import load_tokenizer
+
+# on use: torch_npu (the npu extra, Ascend only) and peft (LoRA adapters only)
+
 __all__ = [
     "load_causal_lm",
     "load_for_inference",
@@ -37,7 +44,6 @@ def small_glm4_config(
     tie_word_embeddings: bool = False,
 ):
     """A small ``Glm4Config`` (defaults: ~4.8 M parameters with a 3,072-token vocabulary)."""
-    from transformers import Glm4Config
 
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
@@ -60,8 +66,6 @@ def small_glm4_config(
 
 def small_glm4(vocab_size: int, seed: int | None = 0, **kwargs):
     """A randomly initialised ``Glm4ForCausalLM`` of :func:`small_glm4_config`."""
-    import torch
-    from transformers import Glm4ForCausalLM
 
     if seed is not None:
         torch.manual_seed(seed)
@@ -78,7 +82,6 @@ def resolve_device(name: str = "auto"):
     ``npu`` imports ``torch_npu`` only when asked; a missing package or device is a one-line
     ``RuntimeError``.
     """
-    import torch
 
     name = (name or "auto").lower()
     if name == "auto":
@@ -91,7 +94,7 @@ def resolve_device(name: str = "auto"):
         return torch.device(name)
     if name.startswith("npu"):
         try:
-            import torch_npu  # noqa: F401
+            import torch_npu  # noqa: F401 - registers the npu device with torch
         except ImportError:
             raise RuntimeError(
                 "device 'npu' needs the torch_npu package (Ascend CANN + `pip install torch-npu`), which is not installed"
@@ -105,7 +108,6 @@ def resolve_device(name: str = "auto"):
 def resolve_dtype(name: str | None, device=None):
     """``torch.dtype`` from ``auto`` (bfloat16 on accelerators, float32 on CPU), ``bf16``/``bfloat16``,
     ``fp16``/``float16`` or ``fp32``/``float32``."""
-    import torch
 
     name = (name or "auto").lower()
     if name == "auto":
@@ -123,7 +125,6 @@ def load_causal_lm(path_or_id: str, device: str = "auto", dtype: str = "auto", t
     ``trust_remote_code`` stays False unless asked: GLM-4 is native in transformers
     (``THUDM/glm-4-9b-hf``-style repositories); the older ``THUDM/glm-4-9b`` needs it.
     """
-    from transformers import AutoModelForCausalLM
 
     dev = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(
@@ -138,7 +139,6 @@ def load_for_inference(model_dir: str | Path, device: str = "auto", dtype: str =
     A folder with ``adapter_config.json`` is a peft LoRA adapter: its base model (from the
     model card or the adapter config) is loaded and the adapter applied.
     """
-    from .tokenizer import load_tokenizer
 
     model_dir = Path(model_dir)
     card_path = model_dir / "model_card.json"

@@ -29,6 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from unimdm_jax.schema import ELEMENT_SYMBOLS
+
+from .dataset import split_records
+
 __all__ = ["DEFAULT_TABLE", "CompositionNeighbours", "main"]
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "checkpoints" / "mp20_train_neighbours.npz"
@@ -56,7 +60,6 @@ class CompositionNeighbours:
     @classmethod
     def from_records(cls, records, property_names=("band_gap", "formation_energy_per_atom"), source: str = ""):
         """From symmetry schema records (e.g. ``llm_torch.dataset.split_records("train")``)."""
-        from unimdm_jax.schema import ELEMENT_SYMBOLS
 
         index = {e: i for i, e in enumerate(ELEMENT_SYMBOLS)}
         records = list(records)
@@ -114,8 +117,6 @@ class CompositionNeighbours:
     # ------------------------------------------------------------------ queries
 
     def vector(self, counts: dict[str, int]) -> np.ndarray:
-        from unimdm_jax.schema import ELEMENT_SYMBOLS
-
         v = np.zeros(self.fractions.shape[1], np.float32)
         total = sum(counts.values())
         for e, n in counts.items():
@@ -175,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", help="MP-20 policy split (default train)")
     parser.add_argument("--out", default=str(DEFAULT_TABLE))
     args = parser.parse_args(argv)
-    from .dataset import split_records
 
     try:
         records = split_records(args.split)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import math
 import sys
@@ -39,15 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unimdm_jax.schema import wyckoff_positions
+
 from .constraints import (
     DEFAULT_MAX_ATOMS,
     CompositionError,
     CompositionSpec,
+    OutputGrammar,
     check_assignment,
     make_record,
     parse_composition,
     repair,
 )
+from .neighbours import DEFAULT_TABLE, CompositionNeighbours
 from .prompts import (
     build_prompt,
     canonical_property,
@@ -57,6 +62,9 @@ from .prompts import (
     prompt_text,
     space_group_line,
 )
+
+# torch, transformers and the modules built on them (decoding, model) are imported on use:
+# parsing, ranking and the CLI's checks run without the llm extra (unimdm_jax.generation imports this module)
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -202,7 +210,6 @@ class Predictor:
         """Load a model folder. ``neighbours``: the composition table (:mod:`llm_torch.neighbours`) of the
         ranking prior: ``"default"`` = the embedded MP-20 table, a path, a loaded table, or None (no prior)."""
         from .model import load_for_inference
-        from .neighbours import DEFAULT_TABLE, CompositionNeighbours
 
         table = neighbours
         if isinstance(neighbours, (str, Path)):
@@ -319,7 +326,6 @@ class Predictor:
         ``num_beams`` overrides its beam width)."""
         import torch
 
-        from .constraints import OutputGrammar
         from .decoding import sequence_logprobs
 
         property_name = canonical_property(property_name)
@@ -382,7 +388,6 @@ class Predictor:
 def implied_counts(sg: int, spec: CompositionSpec, orbits) -> dict[str, int]:
     """Cell counts of an assignment ``orbits`` ((element, letter), ...) in group ``sg``: with a
     reduced-formula spec, the number of formula units the assignment chose."""
-    from unimdm_jax.schema import wyckoff_positions
 
     mult = {p.letter: p.multiplicity for p in wyckoff_positions(sg)}
     counts = {e: 0 for e in spec.elements}
@@ -442,8 +447,6 @@ def read_inputs(path: str | Path, kind: str, *, mode: str = "auto", max_atoms: i
     rows: list[tuple[str, dict]] = []
     try:
         if kind == "csv":
-            import gzip
-
             opener = gzip.open if path.name.endswith(".gz") else open
             with opener(path, "rt", encoding="utf-8", newline="") as handle:
                 for i, row in enumerate(csv.DictReader(handle)):
@@ -497,7 +500,6 @@ def add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
 
 def ranking_from_args(args):
     """``(Ranking, CompositionNeighbours | None)`` from :func:`add_ranking_arguments` options; InputError if bad."""
-    from .neighbours import DEFAULT_TABLE, CompositionNeighbours
 
     if args.num_beams < 1 or args.candidates < 1:
         raise InputError("--num-beams and --candidates must be >= 1")

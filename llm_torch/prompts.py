@@ -40,7 +40,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, canonical_property, space_group_symbol, wyckoff_positions
+from unimdm_jax.schema import (
+    KNOWN_PROPERTY_UNITS,
+    canonical_property,
+    space_group_symbol,
+    validate_record,
+    wyckoff_positions,
+)
 
 from .atomic_facts import AtomicFacts, atomic_facts, format_facts
 
@@ -209,7 +215,6 @@ def build_example(
 
     The target is the record's own value of ``property_name``; ValueError if it has none.
     """
-    from unimdm_jax.schema import validate_record
 
     record = validate_record(record)
     name = canonical_property(property_name)

@@ -15,6 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from .prompts import prompt_text
+
 __all__ = ["DEFAULT_VOCAB_SIZE", "EOS_TOKEN", "PAD_TOKEN", "corpus_texts", "load_tokenizer", "train_tokenizer"]
 
 PAD_TOKEN = "<|pad|>"
@@ -26,7 +31,6 @@ PRE_TOKEN_PATTERN = r"\n| ?[^\s]+|[^\S\n]+"
 
 def corpus_texts(examples: Iterable[dict]) -> Iterable[str]:
     """The texts a tokenizer is trained on: each example's prompt (plain template) and output."""
-    from .prompts import prompt_text
 
     for example in examples:
         yield prompt_text(example, style="plain")
@@ -34,8 +38,6 @@ def corpus_texts(examples: Iterable[dict]) -> Iterable[str]:
 
 
 def _wrap(tok, model_max_length: int = 4096):
-    from transformers import PreTrainedTokenizerFast
-
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD_TOKEN,
@@ -53,7 +55,6 @@ def train_tokenizer(
     out_dir: str | Path | None = None,
 ):
     """Train a byte-level BPE on ``texts``; returns a ``PreTrainedTokenizerFast`` (saved to ``out_dir``)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -84,10 +85,7 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     ``save_pretrained``, or a hub id (``AutoTokenizer``)."""
     path_obj = Path(path)
     if path_obj.is_file() and path_obj.suffix == ".json":
-        from tokenizers import Tokenizer
-
         return _wrap(Tokenizer.from_file(str(path_obj)))
-    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:

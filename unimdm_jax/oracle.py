@@ -41,7 +41,8 @@ from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
 from unimdm_jax.config import property_columns
 from unimdm_jax.data.batching import PaddedBatches, graphs_from_dataset
 from unimdm_jax.data.io import DatasetError
-from unimdm_jax.data.preprocess import PROPERTY_NAMES, CrystalDataset, load_policy_split
+from unimdm_jax.data import preprocess
+from unimdm_jax.data.preprocess import PROPERTY_NAMES, CrystalDataset
 from unimdm_jax.metrics import is_sane
 from unimdm_jax.model import PropertyOracle
 from unimdm_jax.objective import clean_k
@@ -228,7 +229,7 @@ def main(argv=None) -> int:
         return 1
     try:
         oracle = load_oracle(args.checkpoint)
-        dataset, failures = load_policy_split(args.split, args.data_root, progress=not args.no_progress)
+        dataset, failures = preprocess.load_policy_split(args.split, args.data_root, progress=not args.no_progress)
     except (CheckpointError, DatasetError, ValueError, OSError) as error:
         print(f"error: {error}".splitlines()[0], file=sys.stderr)
         return 1

@@ -23,10 +23,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from unimdm_jax import schema
-from unimdm_jax.data.download import download_dataset, load_manifest, verify_dataset
-from unimdm_jax.data.io import read_rows
-from unimdm_jax.data.preprocess import preprocess_file, symmetrize_rows
+# every command imports its modules on use: building the parser (--help) loads no numpy,
+# pandas, pymatgen or JAX (tests/test_data_io.py checks it)
 
 PROG = "python -m unimdm_jax.data"
 
@@ -40,6 +38,8 @@ def _print_err(msg: str) -> None:
 
 
 def _run_download(args: argparse.Namespace) -> int:
+    from unimdm_jax.data.download import download_dataset, load_manifest
+
     manifest = load_manifest(args.manifest) if args.manifest else None
     dest = Path(args.dest) if args.dest else _default_dest()
     result = download_dataset(
@@ -94,6 +94,8 @@ def add_download_command(subparsers) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    from unimdm_jax.data.download import load_manifest, verify_dataset
+
     manifest = load_manifest(args.manifest) if args.manifest else None
     report = verify_dataset(args.dir, args.name, manifest=manifest, write_lock=args.lock)
     print(report.summary())
@@ -123,7 +125,6 @@ def add_verify_command(subparsers) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    # stats imports pymatgen at module level: loaded on use, so that --help stays fast
     from unimdm_jax.data.stats import compute_stats, format_stats
 
     stats = compute_stats(
@@ -162,6 +163,10 @@ def _report_failures(failures) -> None:
 
 
 def _run_symmetry(args: argparse.Namespace) -> int:
+    from unimdm_jax import schema
+    from unimdm_jax.data.io import read_rows
+    from unimdm_jax.data.preprocess import symmetrize_rows
+
     rows = read_rows([args.file], limit=args.limit)
     dataset, failures = symmetrize_rows(rows, args.workers, args.symprec, progress=not args.quiet)
     source = f"dataset:{Path(args.file).name}"
@@ -188,6 +193,8 @@ def add_symmetry_command(subparsers) -> None:
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
+    from unimdm_jax.data.preprocess import preprocess_file
+
     for file in args.files:
         dataset, failures = preprocess_file(file, cache_dir=args.cache_dir, workers=args.workers,
                                             symprec=args.symprec, progress=not args.quiet)
