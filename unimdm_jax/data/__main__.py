@@ -23,6 +23,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from unimdm_jax import schema  # JSON tables only
+
 # every command imports its modules on use: building the parser (--help) loads no numpy,
 # pandas, pymatgen or JAX (tests/test_data_io.py checks it)
 
@@ -163,7 +165,6 @@ def _report_failures(failures) -> None:
 
 
 def _run_symmetry(args: argparse.Namespace) -> int:
-    from unimdm_jax import schema
     from unimdm_jax.data.io import read_rows
     from unimdm_jax.data.preprocess import symmetrize_rows
 
