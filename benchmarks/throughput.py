@@ -29,11 +29,11 @@ def main() -> None:
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+    from unimdm_jax.config import load_config, property_columns
     from unimdm_jax.data.batching import BatchIterator, PaddedBatches
     from unimdm_jax.data.preprocess import load_policy_split
     from unimdm_jax.objective import make_schedules
     from unimdm_jax.reverse_diffusion import sample
-    from unimdm_jax.config import load_config, property_columns
     from unimdm_jax.train import init_state, make_train_step
 
     parser = argparse.ArgumentParser()

@@ -13,9 +13,9 @@ import pytest
 from unimdm_jax import gradients, guidance, lattice, wyckoff
 from unimdm_jax.data.batching import Budget, graphs_from_dataset
 from unimdm_jax.model import CrystalDiT, ModelConfig
-from unimdm_jax.segments import node_graph_index, segment_mean
 from unimdm_jax.objective import DiffusionConfig, make_schedules
 from unimdm_jax.reverse_diffusion import K_LIMIT, sample
+from unimdm_jax.segments import node_graph_index, segment_mean
 
 TINY = ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4)
 DIFFUSION = DiffusionConfig(timesteps=50)

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unimdm_jax.config import TrainConfig
 from unimdm_jax.data.batching import sharded_batch
 from unimdm_jax.model import OracleConfig
 from unimdm_jax.oracle import Oracle, graphs_from_structures
-from unimdm_jax.config import TrainConfig
 from unimdm_jax.train import init_state, prepare_config, train
 
 TINY = TrainConfig(

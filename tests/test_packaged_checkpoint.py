@@ -15,8 +15,8 @@ SHIPPED = sorted(p for p in PACKAGED.iterdir() if (p / "model.safetensors").exis
 @pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_checkpoint_is_small_documented_and_runs(folder, fixture_dataset):
     from unimdm_jax import lattice
-    from unimdm_jax.data.batching import graphs_from_dataset
     from unimdm_jax.config import property_columns
+    from unimdm_jax.data.batching import graphs_from_dataset
 
     assert (folder / "model.safetensors").stat().st_size < 25 * 2**20
     model, params, config, card = load_model(folder)

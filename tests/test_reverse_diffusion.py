@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from unimdm_jax import lattice, wyckoff
+from unimdm_jax.config import TrainConfig
 from unimdm_jax.data.batching import Budget, graphs_from_dataset, sharded_batch
 from unimdm_jax.model import ModelConfig
 from unimdm_jax.objective import DiffusionConfig, make_schedules
 from unimdm_jax.reverse_diffusion import sample
-from unimdm_jax.config import TrainConfig
 from unimdm_jax.train import init_state
 
 CONFIG = TrainConfig(model=ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4),

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unimdm_jax.config import TrainConfig
 from unimdm_jax.data.batching import sharded_batch
 from unimdm_jax.model import ModelConfig
 from unimdm_jax.objective import DiffusionConfig
-from unimdm_jax.config import TrainConfig
 from unimdm_jax.train import init_state, make_train_step
 
 TINY = TrainConfig(

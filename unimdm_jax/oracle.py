@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 
 from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
 from unimdm_jax.config import property_columns
+from unimdm_jax.data import preprocess
 from unimdm_jax.data.batching import PaddedBatches, graphs_from_dataset
 from unimdm_jax.data.io import DatasetError
-from unimdm_jax.data import preprocess
 from unimdm_jax.data.preprocess import PROPERTY_NAMES, CrystalDataset
 from unimdm_jax.metrics import is_sane
 from unimdm_jax.model import PropertyOracle

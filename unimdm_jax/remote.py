@@ -167,7 +167,8 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
 def match(samples_dir: Path, csv: Path, processes: int | None = None) -> dict:
     """Match rate and RMSE (with standard errors) of the structures in ``samples.npz`` against
     the CSV rows they were sampled for (the paper's StructureMatcher)."""
-    from pymatgen.core import Lattice, Structure  # on use: the JAX-only machine that runs `run` has no pymatgen
+    # pymatgen on use: the JAX-only machine that runs `run` has none
+    from pymatgen.core import Lattice, Structure
 
     with np.load(Path(samples_dir) / "samples.npz", allow_pickle=False) as data:
         samples = {k: data[k] for k in data.files}

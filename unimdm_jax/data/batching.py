@@ -24,7 +24,6 @@ import numpy as np
 
 from unimdm_jax.data.preprocess import CrystalDataset
 
-
 PADDING_POSITION = 2**30  # position of padding graphs (masked; any fixed value works)
 
 

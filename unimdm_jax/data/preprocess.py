@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 from unimdm_jax.data import io
 from unimdm_jax.data.io import read_rows, structure_from_cif
 from unimdm_jax.data.symmetry import DEFAULT_SYMPREC, SymmetrizedCrystal, WyckoffSite, extract_symmetry
-from unimdm_jax.schema import PROPERTY_NAMES, space_group_symbol  # PROPERTY_NAMES: the stored property columns
 from unimdm_jax.parallel import process_pool
 from unimdm_jax.provenance import file_sha256
+from unimdm_jax.schema import PROPERTY_NAMES, space_group_symbol  # PROPERTY_NAMES: the stored columns
 
 # Bump when the extraction's output changes, so stale caches are not reused.
 EXTRACTION_VERSION = 1

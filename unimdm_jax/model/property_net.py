@@ -22,8 +22,8 @@ import jax.numpy as jnp
 
 from unimdm_jax import lattice
 from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
-from unimdm_jax.segments import node_graph_index, segment_mean
 from unimdm_jax.model.message_passing import CrystalMessagePassing
+from unimdm_jax.segments import node_graph_index, segment_mean
 
 
 @dataclasses.dataclass(frozen=True)
