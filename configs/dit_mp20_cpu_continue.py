@@ -1,16 +1,14 @@
 """Crystal DiT, CPU-sized, band gap: second stage of the shipped checkpoint.
 
-The first stage (configs/dit_mp20_cpu.py) was stopped at step 11,750 of its 20,000-step
-schedule by a session time limit, and only its exported EMA weights survived. This stage
-warm-starts from them (fresh AdamW state) and runs the rest of the decay: peak learning rate
-4e-4 (what the first schedule had reached) and cosine decay over 4,000 steps.
+Warm-starts from the exported EMA weights of a configs/dit_mp20_cpu.py run (fresh AdamW state) and
+runs a cosine decay from peak learning rate 4e-4 over 4,000 steps. The shipped model's lineage
+(its first stage stopped at step 11,750 of 20,000) is in its model card.
 
 Run:   python -m unimdm_jax.train --config configs/dit_mp20_cpu_continue.py \\
            --workdir workdirs/dit_mp20_cpu_continue --init-from workdirs/dit_mp20_cpu
        (--init-from takes a training work dir or an exported checkpoint folder)
-Time:  measured 3,414 s (57 min) for the 4,000 steps on the 2-core development machine while
-       another training run and evaluations shared the cores (~75 crystals/s); alone, expect about
-       17 minutes at the ~250 crystals/s measured for configs/dit_mp20_cpu.py (not measured).
+Time:  4,000 steps of batch 64: 57 min on the 2-core development CPU shared with other jobs
+       (~75 crystals/s); about 17 minutes alone at ~250 crystals/s (estimated, not measured).
 """
 
 import dataclasses

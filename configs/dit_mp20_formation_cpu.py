@@ -9,9 +9,8 @@ Run:   python -m unimdm_jax.train --config configs/dit_mp20_formation_cpu.py \\
            --workdir workdirs/dit_mp20_formation_cpu --init-from unimdm_jax/checkpoints/dit_mp20_cpu
        (or --init-from workdirs/dit_mp20_cpu after training configs/dit_mp20_cpu.py;
        --init-from none trains from scratch: use configs/dit_mp20_cpu.py's 20,000 steps then)
-Time:  measured 3,426 s (57 min) for the 4,000 steps on the 2-core development machine while
-       another training run and evaluations shared the cores (~75 crystals/s); alone, expect about
-       17 minutes at the ~250 crystals/s measured for configs/dit_mp20_cpu.py (not measured).
+Time:  4,000 steps of batch 64: 57 min on the 2-core development CPU shared with other jobs
+       (~75 crystals/s); about 17 minutes alone at ~250 crystals/s (estimated, not measured).
 """
 
 import dataclasses

@@ -3,36 +3,26 @@ small GLM-4 and tokenizer) fine-tuned, every weight, on the same crystals in bot
 with the formation energy per atom in the prompt instead of the band gap.
 
 Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set num_threads=2
-       (from the embedded band-gap model, llm_torch/checkpoints/small_glm4_bg, now its fifth stage: this
-       default recipe has not been run from that stage; add --set device=cuda on a GPU; the run resumes
-       from output_dir/checkpoints; for a from-scratch FM model use configs/llm_small_glm4_bg.py with
-       --set property_name=formation_energy_per_atom --set output_dir=... --set export_dir=...)
+       (from the embedded band-gap model llm_torch/checkpoints/small_glm4_bg; add --set device=cuda on a
+       GPU; the run resumes from output_dir/checkpoints; for a from-scratch FM model use
+       configs/llm_small_glm4_bg.py with --set property_name=formation_energy_per_atom --set output_dir=...
+       --set export_dir=...)
        The shipped model was made in two steps from the fourth band-gap stage (workdirs/export/
        small_glm4_bg_stage4, the stage-4 command of configs/llm_small_glm4_bg_continue.py):
-       python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set num_threads=1 \
-           --set base_model=workdirs/export/small_glm4_bg_stage4 \
-           --set output_dir=workdirs/llm_small_glm4_fm_v5 --set export_dir=workdirs/export/small_glm4_fm_v5
-                                                                                  # v5, CPU (stop 13)
-       python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set device=cuda \
-           --set base_model=workdirs/export/small_glm4_fm_v5 --set learning_rate=1.5e-4 --set seed=5 \
-           --set max_steps=3639 --set warmup_steps=100 --set eval_every=500 --set save_every=1000 \
+       python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set num_threads=1 \\
+           --set base_model=workdirs/export/small_glm4_bg_stage4 \\
+           --set output_dir=workdirs/llm_small_glm4_fm_v5 --set export_dir=workdirs/export/small_glm4_fm_v5   # v5, CPU
+       python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set device=cuda \\
+           --set base_model=workdirs/export/small_glm4_fm_v5 --set learning_rate=1.5e-4 --set seed=5 \\
+           --set max_steps=3639 --set warmup_steps=100 --set eval_every=500 --set save_every=1000 \\
            --set output_dir=workdirs/llm_small_glm4_fm_stage2 --set export_dir=workdirs/export/small_glm4_fm_stage2
                                                                                   # shipped, GPU
-       (the card's `command` is the GPU run as it ran, through configs/llm_small_glm4_bg_continue.py
-       with property_name overridden and the examples read from `python -m llm_torch.dataset` JSONL
-       files; `command_equivalent` is the line above: same examples, same optimisation fields)
+       (the card's `command` is the GPU run as it ran; `command_equivalent` is the line above)
 Data:  as configs/llm_small_glm4_bg.py (policy split `train`, 28,218 crystals -> 56,436 examples in
        both modes; selection on `holdout`, test untouched).
-Time:  v5: 600 steps of 32 (0.34 epoch of the doubled data), 2,016 s on one torch thread of the 2-core
-       development CPU while a test evaluation used the other core. Second step: 3,639 steps of 32
-       (2.06 epochs) on one H100 with bf16 autocast, 161 s while three other runs shared the GPU.
-Result: holdout (eval loss on the first 500 crystals in both modes; val rows 1-300 with
-       `python -m llm_torch.evaluate --csv ../shared/data/mp_20/val.csv.gz --limit 300 --property
-       formation_energy_per_atom --model DIR`, Ranking defaults; top-1 / top-5 / exact), paired:
-       previous version (same recipe from the stage-3 band-gap model) -> v5: 0.195 -> 0.190,
-       0.717 / 0.863 / 0.503 -> 0.720 / 0.870 / 0.527; v5 -> shipped: 0.190 -> 0.161,
-       0.720 / 0.870 / 0.527 -> 0.760 / 0.913 / 0.593. Same GPU session, other lengths (eval loss):
-       1.5 epochs at lr 1e-4 0.1646, 2.83 epochs 0.1630, 3.68 epochs 0.1661. The card's `selection`.
+Time:  600 steps of 32: ~34 min on one torch thread of the 2-core development CPU. 3,639 steps of 32
+       on one H100 (bf16 autocast): 161 s with three other runs sharing the GPU. Holdout results of
+       both steps: the model card's `selection` and `history`.
 """
 
 import dataclasses
