@@ -230,3 +230,29 @@ def test_cli_interrupted_while_writing_leaves_nothing(tmp_path, monkeypatch):
     assert len(calls) == 3
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_diverged_cell_is_flagged(monkeypatch):
+    pytest.importorskip("chgnet")
+    s = si_primitive()
+
+    def runaway(structure, **kwargs):  # a relaxation that doubled the volume
+        final = structure.copy()
+        final.scale_lattice(2 * structure.volume)
+        return {"final": final, "energy_per_atom": -1.0, "steps": 7, "converged": True,
+                "max_force": 0.0, "max_stress": 0.0, "max_residual": 0.0}
+
+    monkeypatch.setattr(R, "_relax_one", runaway)
+    (r,) = R.relax([s])
+    assert not r.ok and r.reason.startswith("diverged cell") and "+100%" in r.reason
+
+
+def test_cli_without_chgnet_is_one_line_error(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    si_primitive().to(filename=str(src / "si.cif"))
+    monkeypatch.setitem(sys.modules, "chgnet", None)  # import chgnet -> ImportError
+    out = tmp_path / "out"
+    assert R.main([str(src), "--out", str(out)]) == 1
+    assert "chgnet is not installed" in capsys.readouterr().err
+    assert not out.exists()
