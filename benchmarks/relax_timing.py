@@ -1,0 +1,85 @@
+"""Seconds per structure of the CHGNet relaxation step (unimdm_jax.relax) on this machine.
+
+Takes the first N structures of an MP-20 split (``cif`` column), perturbs every site by
+0.05 A (pymatgen ``Structure.perturb``, seeded), then times
+
+- the batched single point (``single_point_energies``, one ``predict_graph`` call) and the
+  same one structure at a time, and
+- the relaxation (``relax``: FIRE, FrechetCellFilter, FixSymmetry symprec 0.1,
+  fmax 0.05 eV/A, at most 300 steps),
+
+after loading the potential (load time reported separately). Prints one JSON object.
+
+    python benchmarks/relax_timing.py [--csv ../shared/data/mp_20/test.csv.gz] [-n 5]
+
+Leakage: CHGNet's training set (MPtrj) contains these MP-20 test materials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Structure
+
+from unimdm_jax import relax as R
+
+DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp_20" / "test.csv.gz"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    ap.add_argument("-n", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=R.DEFAULT_THREADS)
+    args = ap.parse_args()
+
+    df = pd.read_csv(args.csv, nrows=args.n)
+    structures = []
+    for k, cif in enumerate(df["cif"]):
+        s = Structure.from_str(cif, fmt="cif")
+        s.perturb(0.05, min_distance=0.05, seed=args.seed + k)  # every site moves by 0.05 A
+        structures.append(s)
+
+    t = time.perf_counter()
+    R.load_potential()
+    load_s = time.perf_counter() - t
+    R.single_point_energies(structures[:1], num_threads=args.threads)  # warm-up
+    t = time.perf_counter()
+    R.single_point_energies(structures, num_threads=args.threads)
+    sp_s = (time.perf_counter() - t) / len(structures)
+    t = time.perf_counter()
+    for s in structures:
+        R.single_point_energies([s], num_threads=args.threads)
+    sp1_s = (time.perf_counter() - t) / len(structures)
+
+    t = time.perf_counter()
+    results = R.relax(structures, fmax=0.05, steps=300, num_threads=args.threads)
+    relax_total = time.perf_counter() - t
+    rows = [
+        {"material_id": mid, "sg_mp20": int(sg), **R.to_summary_row(r)}
+        for mid, sg, r in zip(df["material_id"], df["spacegroup.number"], results)
+    ]
+    steps = [r.steps for r in results if r.ok]
+    print(json.dumps({
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+        "n": len(structures),
+        "torch_threads": args.threads,
+        "load_seconds": round(load_s, 2),
+        "single_point_seconds_per_structure_batched": round(sp_s, 4),
+        "single_point_seconds_per_structure_one_at_a_time": round(sp1_s, 4),
+        "relax_seconds_per_structure": round(relax_total / len(structures), 2),
+        "relax_seconds_per_step": round(relax_total / max(sum(steps), 1), 4),
+        "median_steps": float(np.median(steps)) if steps else None,
+        "rows": rows,
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
