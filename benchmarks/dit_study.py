@@ -35,19 +35,27 @@ TRAIN_CRYSTALS = 28_218  # the policy's training split (train_partial + val rows
 # name -> (ModelConfig overrides on configs/dit_mp20_cpu.py, what it tests)
 CANDIDATES = {
     "a_today": ({}, "the shipped network: one-layer message on frequencies 1..16, attention block"),
-    "b_reference_edge": ({"message_layers": 2, "num_frequencies": 128, "first_frequency": 0},
-                         "the reference's edge function: two-layer MLP on [h_i, h_j, k, psi_FT(0..127)], attention"),
-    "b_reference_edge_no_attention": ({"message_layers": 2, "num_frequencies": 128, "first_frequency": 0,
-                                       "attention": False},
-                                      "reference edge function, no attention block (property in the global token)"),
-    "c_two_layer_f32": ({"message_layers": 2, "num_frequencies": 32},
-                        "today's network with a second nonlinearity and frequencies 1..32"),
-    "c_two_layer_f64": ({"message_layers": 2, "num_frequencies": 64},
-                        "today's network with a second nonlinearity and frequencies 1..64"),
-    "d_wide_two_layer_f32": ({"message_layers": 2, "num_frequencies": 32, "hidden": 192},
-                             "c at hidden 192"),
-    "d_deep_two_layer_f32": ({"message_layers": 2, "num_frequencies": 32, "num_layers": 6},
-                             "c with 6 layers"),
+    "b_reference_edge": (
+        {"message_layers": 2, "num_frequencies": 128, "first_frequency": 0},
+        "the reference's edge function: two-layer MLP on [h_i, h_j, k, psi_FT(0..127)], attention",
+    ),
+    "b_reference_edge_no_attention": (
+        {"message_layers": 2, "num_frequencies": 128, "first_frequency": 0, "attention": False},
+        "reference edge function, no attention block (property in the global token)",
+    ),
+    "c_two_layer_f32": (
+        {"message_layers": 2, "num_frequencies": 32},
+        "today's network with a second nonlinearity and frequencies 1..32",
+    ),
+    "c_two_layer_f64": (
+        {"message_layers": 2, "num_frequencies": 64},
+        "today's network with a second nonlinearity and frequencies 1..64",
+    ),
+    "d_wide_two_layer_f32": ({"message_layers": 2, "num_frequencies": 32, "hidden": 192}, "c at hidden 192"),
+    "d_deep_two_layer_f32": (
+        {"message_layers": 2, "num_frequencies": 32, "num_layers": 6},
+        "c with 6 layers",
+    ),
 }
 
 
@@ -78,8 +86,16 @@ def train_candidate(name: str, budget_s: float, rate: float | None = None) -> No
     workdir = ROOT / "workdirs" / "study" / name
     started = time.perf_counter()
     train(config, workdir, progress=False)
-    (workdir / "study.json").write_text(json.dumps({"rate": rate, "steps": total, "budget_seconds": budget_s,
-                                                     "train_seconds": round(time.perf_counter() - started, 1)}))
+    (workdir / "study.json").write_text(
+        json.dumps(
+            {
+                "rate": rate,
+                "steps": total,
+                "budget_seconds": budget_s,
+                "train_seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
 
 
 def record_training(name: str) -> dict:
@@ -91,10 +107,15 @@ def record_training(name: str) -> dict:
     trained = json.loads((workdir / "study.json").read_text())
     held = [r for r in csv.DictReader(open(workdir / "metrics.csv")) if r["split"] == "holdout"][-1]
     config = candidate_config(name)
-    row = {"candidate": name, "what": CANDIDATES[name][1], "model": dataclasses.asdict(config.model),
-           **trained, "epochs": round(trained["steps"] * config.batch_size / TRAIN_CRYSTALS, 2),
-           "holdout_loss": {k: round(float(held[k]), 4) for k in ("loss", "coord_loss", "lattice_loss")},
-           "holdout": "val.csv.gz rows 1-1000, the trainer's 16 fixed batches"}
+    row = {
+        "candidate": name,
+        "what": CANDIDATES[name][1],
+        "model": dataclasses.asdict(config.model),
+        **trained,
+        "epochs": round(trained["steps"] * config.batch_size / TRAIN_CRYSTALS, 2),
+        "holdout_loss": {k: round(float(held[k]), 4) for k in ("loss", "coord_loss", "lattice_loss")},
+        "holdout": "val.csv.gz rows 1-1000, the trainer's 16 fixed batches",
+    }
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from _common import write_result
 
@@ -105,8 +126,19 @@ def record_training(name: str) -> dict:
 def run_candidate(name: str, eval_limit: int, data: Path) -> dict:
     """Evaluate a trained candidate on the first ``eval_limit`` holdout rows, then write its row."""
     out = RESULTS / f"{name}_holdout{eval_limit}.json"
-    command = [sys.executable, "-m", "unimdm_jax.evaluate", "--checkpoint", str(ROOT / "workdirs" / "study" / name),
-               "--csv", str(data / "val.csv.gz"), "--limit", str(eval_limit), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "unimdm_jax.evaluate",
+        "--checkpoint",
+        str(ROOT / "workdirs" / "study" / name),
+        "--csv",
+        str(data / "val.csv.gz"),
+        "--limit",
+        str(eval_limit),
+        "--out",
+        str(out),
+    ]
     subprocess.run(command, check=True, cwd=ROOT)
     return combine(name, eval_limit)
 
@@ -121,8 +153,11 @@ def combine(name: str, eval_limit: int) -> dict:
     out = RESULTS / f"{name}_holdout{eval_limit}.json"
     evaluation = json.loads(out.read_text())
     _, params, _, _ = load_model(ROOT / "workdirs" / "study" / name)
-    training = {k: v for k, v in json.loads((RESULTS / f"{name}_training.json").read_text()).items()
-                if k not in ("command", "machine", "git_commit", "date")}
+    training = {
+        k: v
+        for k, v in json.loads((RESULTS / f"{name}_training.json").read_text()).items()
+        if k not in ("command", "machine", "git_commit", "date")
+    }
     m, n = evaluation["match_rate"], evaluation["n"]
     row = {
         **training,
@@ -144,8 +179,10 @@ def combine(name: str, eval_limit: int) -> dict:
 def print_table() -> None:
     """Markdown table of the results files: every trained candidate, with its holdout match
     where it was evaluated."""
-    print("| candidate | steps/s | steps (epochs) | holdout loss: total / coords / lattice | holdout match (SE) | RMSE "
-          "| s/crystal sampling |")
+    print(
+        "| candidate | steps/s | steps (epochs) | holdout loss: total / coords / lattice | holdout match (SE) | RMSE "
+        "| s/crystal sampling |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in CANDIDATES:
         training_file, row_file = RESULTS / f"{name}_training.json", RESULTS / f"{name}.json"
@@ -153,24 +190,43 @@ def print_table() -> None:
             continue
         r = json.loads((row_file if row_file.exists() else training_file).read_text())
         loss = " / ".join(f"{r['holdout_loss'][k]:.3f}" for k in ("loss", "coord_loss", "lattice_loss"))
-        evaluated = (f"{r['match_rate']:.3f} ({r['match_rate_se']:.3f}) | {r['rmse']:.4f} | "
-                     f"{r['sampling_seconds_per_crystal']:.2f}") if row_file.exists() else "not evaluated | |"
+        evaluated = (
+            (
+                f"{r['match_rate']:.3f} ({r['match_rate_se']:.3f}) | {r['rmse']:.4f} | "
+                f"{r['sampling_seconds_per_crystal']:.2f}"
+            )
+            if row_file.exists()
+            else "not evaluated | |"
+        )
         print(f"| {name} | {r['rate']:.2f} | {r['steps']} ({r['epochs']}) | {loss} | {evaluated} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget-minutes", type=float, default=45.0)
-    parser.add_argument("--only", nargs="*", default=None, help=f"candidates (default all): {', '.join(CANDIDATES)}")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help=f"candidates (default all): {', '.join(CANDIDATES)}"
+    )
     parser.add_argument("--eval-limit", type=int, default=200)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mp_20"))
     parser.add_argument("--table", action="store_true", help="print the table of the results so far and exit")
-    parser.add_argument("--rate-only", action="store_true", help="print each candidate's steps per second and exit")
-    parser.add_argument("--rates", nargs="*", default=[], metavar="NAME=STEPS_PER_S",
-                        help="steps per second measured earlier (alone on this machine) instead of measuring again")
-    parser.add_argument("--stage", choices=("train", "evaluate", "both", "record", "combine"), default="both",
-                        help="record: write the training rows of candidates already trained; combine: rebuild the "
-                             "rows from the training rows and existing evaluation files")
+    parser.add_argument(
+        "--rate-only", action="store_true", help="print each candidate's steps per second and exit"
+    )
+    parser.add_argument(
+        "--rates",
+        nargs="*",
+        default=[],
+        metavar="NAME=STEPS_PER_S",
+        help="steps per second measured earlier (alone on this machine) instead of measuring again",
+    )
+    parser.add_argument(
+        "--stage",
+        choices=("train", "evaluate", "both", "record", "combine"),
+        default="both",
+        help="record: write the training rows of candidates already trained; combine: rebuild the "
+        "rows from the training rows and existing evaluation files",
+    )
     args = parser.parse_args()
     if args.table:
         print_table()

@@ -50,8 +50,19 @@ def propose(source: str, records, top_k: int, seed: int, threads: int, prop: str
         out = []
         for spec, gap in zip(specs, gaps):
             guesses = baseline.predict(spec, prop, gap, top_k=top_k)
-            out.append([make_record(g.space_group, spec.count_dict, g.assignment, [(prop, gap)], source="nearest",
-                                    rank=i + 1) for i, g in enumerate(guesses)])
+            out.append(
+                [
+                    make_record(
+                        g.space_group,
+                        spec.count_dict,
+                        g.assignment,
+                        [(prop, gap)],
+                        source="nearest",
+                        rank=i + 1,
+                    )
+                    for i, g in enumerate(guesses)
+                ]
+            )
     else:
         import torch
 
@@ -63,7 +74,9 @@ def propose(source: str, records, top_k: int, seed: int, threads: int, prop: str
         from tqdm.auto import tqdm
 
         for spec, gap in tqdm(list(zip(specs, gaps)), desc="symmetry", file=sys.stderr):
-            out.append(predictor.predict(spec, prop, gap, top_k=top_k, seed=seed).records(predictor.model_name))
+            out.append(
+                predictor.predict(spec, prop, gap, top_k=top_k, seed=seed).records(predictor.model_name)
+            )
     return out, time.perf_counter() - started
 
 
@@ -75,7 +88,9 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--source", default="lm", choices=("lm", "nearest", "true"))
     parser.add_argument("--property", default="band_gap", choices=("band_gap", "formation_energy_per_atom"))
-    parser.add_argument("--checkpoint", default=None, help="Crystal DiT (default: the embedded one for --property)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="Crystal DiT (default: the embedded one for --property)"
+    )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -93,7 +108,9 @@ def main() -> None:
     cifs = {r.source: r.cif for r in read_rows([csv])}
     reference = [cifs[s] for s in dataset.source]
 
-    hypotheses, symmetry_seconds = propose(args.source, truth, args.top_k, args.seed, args.threads, args.property)
+    hypotheses, symmetry_seconds = propose(
+        args.source, truth, args.top_k, args.seed, args.threads, args.property
+    )
     flat, owner, rank = [], [], []
     for i, records in enumerate(hypotheses):
         for j, record in enumerate(records[: args.top_k]):
@@ -102,10 +119,14 @@ def main() -> None:
             rank.append(j)
     dit = load_crystal_dit(args.checkpoint or default_dit_path([args.property]))
     if list(dit.properties) != [args.property]:
-        sys.exit(f"error: the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not {args.property}")
+        sys.exit(
+            f"error: the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not {args.property}"
+        )
     gaps = np.asarray([[r.property(args.property)] for r in flat], np.float64)
     started = time.perf_counter()
-    samples = sample_under_records(dit, flat, [1] * len(flat), gaps, seed=args.seed, batch_size=args.batch_size)
+    samples = sample_under_records(
+        dit, flat, [1] * len(flat), gaps, seed=args.seed, batch_size=args.batch_size
+    )
     sample_seconds = time.perf_counter() - started
     rms = match_all([reference[i] for i in owner], [s for s, _ in samples])
 
@@ -119,34 +140,52 @@ def main() -> None:
     n = len(truth)
     one = [r for r in first.values() if r is not None]
     many = [min(v) for v in best.values() if v]
-    sg_top1 = sum(bool(h) and h[0].space_group.number == t.space_group.number for h, t in zip(hypotheses, truth)) / n
-    exact = sum(bool(h) and h[0].space_group.number == t.space_group.number
-                and Counter((w.element, w.letter) for w in h[0].wyckoff) == Counter((w.element, w.letter) for w in t.wyckoff)
-                for h, t in zip(hypotheses, truth)) / n
-    sg_topk = sum(t.space_group.number in [r.space_group.number for r in h] for h, t in zip(hypotheses, truth)) / n
-    write_result(Path(args.out), {
-        "benchmark": "csp_predicted_symmetry",
-        "symmetry_source": args.source,
-        "property": args.property,
-        "data": f"{csv} ({args.subset}, first {n} rows)",
-        "training_data": "Crystal DiT and symmetry source fitted on the policy train split (train_partial + val rows 1001-9047)",
-        "n": n,
-        "top_k": args.top_k,
-        "match_rate_1_sample": len(one) / n,
-        "rmse_1_sample": float(np.mean(one)) if one else None,
-        f"match_rate_{args.top_k}_samples": len(many) / n,
-        f"rmse_{args.top_k}_samples": float(np.mean(many)) if many else None,
-        "symmetry_sg_top1": sg_top1,
-        f"symmetry_sg_top{args.top_k}": sg_topk,
-        "symmetry_wyckoff_exact_top1": exact,
-        "crystal_dit": dit.name,
-        "timesteps": dit.config.diffusion.timesteps,
-        "samples": len(flat),
-        "symmetry_seconds": round(symmetry_seconds, 1),
-        "sampling_seconds": round(sample_seconds, 1),
-        "anchors_full_test_from_papers": {"DiffCSP_1_sample": 0.5149, "DiffCSP_20_samples": 0.7793,
-                                          "DiffCSP++_CSPML_templates": 0.7058},
-    })
+    sg_top1 = (
+        sum(bool(h) and h[0].space_group.number == t.space_group.number for h, t in zip(hypotheses, truth))
+        / n
+    )
+    exact = (
+        sum(
+            bool(h)
+            and h[0].space_group.number == t.space_group.number
+            and Counter((w.element, w.letter) for w in h[0].wyckoff)
+            == Counter((w.element, w.letter) for w in t.wyckoff)
+            for h, t in zip(hypotheses, truth)
+        )
+        / n
+    )
+    sg_topk = (
+        sum(t.space_group.number in [r.space_group.number for r in h] for h, t in zip(hypotheses, truth)) / n
+    )
+    write_result(
+        Path(args.out),
+        {
+            "benchmark": "csp_predicted_symmetry",
+            "symmetry_source": args.source,
+            "property": args.property,
+            "data": f"{csv} ({args.subset}, first {n} rows)",
+            "training_data": "Crystal DiT and symmetry source fitted on the policy train split (train_partial + val rows 1001-9047)",
+            "n": n,
+            "top_k": args.top_k,
+            "match_rate_1_sample": len(one) / n,
+            "rmse_1_sample": float(np.mean(one)) if one else None,
+            f"match_rate_{args.top_k}_samples": len(many) / n,
+            f"rmse_{args.top_k}_samples": float(np.mean(many)) if many else None,
+            "symmetry_sg_top1": sg_top1,
+            f"symmetry_sg_top{args.top_k}": sg_topk,
+            "symmetry_wyckoff_exact_top1": exact,
+            "crystal_dit": dit.name,
+            "timesteps": dit.config.diffusion.timesteps,
+            "samples": len(flat),
+            "symmetry_seconds": round(symmetry_seconds, 1),
+            "sampling_seconds": round(sample_seconds, 1),
+            "anchors_full_test_from_papers": {
+                "DiffCSP_1_sample": 0.5149,
+                "DiffCSP_20_samples": 0.7793,
+                "DiffCSP++_CSPML_templates": 0.7058,
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

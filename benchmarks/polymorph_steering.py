@@ -71,17 +71,31 @@ def main() -> None:
     parser.add_argument("--min-difference", type=float, default=1.0, help="eV between the pair's band gaps")
     parser.add_argument("--limit", type=int, default=None, help="first N pairs")
     parser.add_argument("--tolerance", type=float, default=0.5, help="eV")
-    parser.add_argument("--checkpoint", default=None, help="Crystal DiT (default: the embedded band-gap model)")
-    parser.add_argument("--sources", nargs="+", default=["lm"], choices=("lm", "nearest"),
-                        help="symmetry sources: lm (the symmetry predictor), nearest (nearest composition in the "
-                             "training split; among equally near ones, the closest band gap)")
-    parser.add_argument("--symmetry-model", default=None, help="symmetry predictor (default: the embedded one)")
-    parser.add_argument("--skip-true-symmetry", action="store_true",
-                        help="leave out the true-symmetry reference (when another run of the same pairs has it)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="Crystal DiT (default: the embedded band-gap model)"
+    )
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=["lm"],
+        choices=("lm", "nearest"),
+        help="symmetry sources: lm (the symmetry predictor), nearest (nearest composition in the "
+        "training split; among equally near ones, the closest band gap)",
+    )
+    parser.add_argument(
+        "--symmetry-model", default=None, help="symmetry predictor (default: the embedded one)"
+    )
+    parser.add_argument(
+        "--skip-true-symmetry",
+        action="store_true",
+        help="leave out the true-symmetry reference (when another run of the same pairs has it)",
+    )
     parser.add_argument("--batch-size", type=int, default=70)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the symmetry predictor")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "polymorph_steering_mp20.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "polymorph_steering_mp20.json")
+    )
     args = parser.parse_args()
 
     import torch
@@ -93,7 +107,12 @@ def main() -> None:
     from llm_torch.predict import Predictor, implied_counts, resolve_model_dir
     from unimdm_jax.data import io
     from unimdm_jax.evaluate import load_rows
-    from unimdm_jax.generation import default_dit_path, load_crystal_dit, load_oracle_or_none, sample_under_records
+    from unimdm_jax.generation import (
+        default_dit_path,
+        load_crystal_dit,
+        load_oracle_or_none,
+        sample_under_records,
+    )
 
     csv = Path(args.csv) if args.csv else io.mp20_dir() / "test.csv.gz"
     dataset, _ = load_rows(csv, "all")
@@ -116,13 +135,24 @@ def main() -> None:
             for spec, target in zip(specs, targets):
                 guess = baseline.predict(spec, PROPERTY, float(target), top_k=1)[0]
                 counts = implied_counts(guess.space_group, spec, guess.assignment)  # the cell it chose
-                chosen.append(make_record(guess.space_group, counts, guess.assignment, [(PROPERTY, float(target))],
-                                          source="nearest"))
+                chosen.append(
+                    make_record(
+                        guess.space_group,
+                        counts,
+                        guess.assignment,
+                        [(PROPERTY, float(target))],
+                        source="nearest",
+                    )
+                )
         else:
             torch.set_num_threads(args.threads)
             predictor = Predictor.from_dir(resolve_model_dir(PROPERTY, args.symmetry_model), "cpu")
-            chosen = [predictor.predict(spec, PROPERTY, float(target), top_k=1, seed=args.seed)
-                      .records(predictor.model_name)[0] for spec, target in zip(specs, targets)]
+            chosen = [
+                predictor.predict(spec, PROPERTY, float(target), top_k=1, seed=args.seed).records(
+                    predictor.model_name
+                )[0]
+                for spec, target in zip(specs, targets)
+            ]
         return chosen, time.perf_counter() - started
 
     dit = load_crystal_dit(args.checkpoint or default_dit_path([PROPERTY]))
@@ -134,18 +164,26 @@ def main() -> None:
     def generate(symmetry_records):
         """One structure per record, conditioned on its target; the oracle's values."""
         started = time.perf_counter()
-        samples = sample_under_records(dit, symmetry_records, [1] * len(symmetry_records), targets[:, None],
-                                       seed=args.seed, batch_size=args.batch_size)
+        samples = sample_under_records(
+            dit,
+            symmetry_records,
+            [1] * len(symmetry_records),
+            targets[:, None],
+            seed=args.seed,
+            batch_size=args.batch_size,
+        )
         seconds = time.perf_counter() - started
         predicted, _, plausible = oracle_verdicts(oracle, [s for s, _ in samples], column)
         return predicted, plausible, seconds
 
     def scores(predicted, plausible):
-        within = lambda values, wanted: (np.abs(np.nan_to_num(values, nan=np.inf) - wanted) <= args.tolerance)  # noqa: E731
+        within = lambda values, wanted: np.abs(np.nan_to_num(values, nan=np.inf) - wanted) <= args.tolerance  # noqa: E731
         right = within(predicted, targets) & plausible
         wrong = within(predicted[partner], targets) & plausible[partner]
         low, high = predicted[0::2], predicted[1::2]
-        order = np.where(np.isnan(low) | np.isnan(high), 0.5, np.where(high > low, 1.0, np.where(high == low, 0.5, 0.0)))
+        order = np.where(
+            np.isnan(low) | np.isnan(high), 0.5, np.where(high > low, 1.0, np.where(high == low, 0.5, 0.0))
+        )
         return {
             "ordering_accuracy": float(order.mean()),
             "hit_rate": float(right.mean()),
@@ -181,25 +219,41 @@ def main() -> None:
     on_truth = np.asarray(oracle.predict_structures([dataset[i].structure() for i in asked]))[:, column]
     oracle_on_truth = scores(on_truth, np.ones(len(asked), bool))
 
-    write_result(Path(args.out), {
-        "benchmark": "polymorph_steering",
-        "data": f"{csv}: test crystals sharing a reduced formula whose band gaps differ by > {args.min_difference} eV "
-                "(lowest- and highest-gap polymorph per formula)",
-        "n_pairs": len(pairs),
-        "pairs": [{"formula": Composition(records[a].composition.counts).reduced_formula, "low": str(dataset.material_id[a]), "high": str(dataset.material_id[b]),
-                   "low_gap": records[a].property(PROPERTY), "high_gap": records[b].property(PROPERTY),
-                   "true_space_groups": [int(truth_groups[2 * n]), int(truth_groups[2 * n + 1])],
-                   **{f"{source}_space_groups": [int(g[2 * n]), int(g[2 * n + 1])] for source, g in chosen_groups.items()},
-                   **{f"{source}_oracle": [float(v[2 * n]), float(v[2 * n + 1])] for source, v in oracle_values.items()}}
-                  for n, (a, b) in enumerate(pairs)],
-        "tolerance_eV": args.tolerance,
-        "symmetry_model": str(resolve_model_dir(PROPERTY, args.symmetry_model)),
-        "crystal_dit": dit.name,
-        "oracle": "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
-        **{f"pipeline_{source}_then_dit": pipelines[source] for source in args.sources},
-        "true_symmetry_dit_only": true_symmetry,
-        "oracle_on_the_true_structures": oracle_on_truth,
-    })
+    write_result(
+        Path(args.out),
+        {
+            "benchmark": "polymorph_steering",
+            "data": f"{csv}: test crystals sharing a reduced formula whose band gaps differ by > {args.min_difference} eV "
+            "(lowest- and highest-gap polymorph per formula)",
+            "n_pairs": len(pairs),
+            "pairs": [
+                {
+                    "formula": Composition(records[a].composition.counts).reduced_formula,
+                    "low": str(dataset.material_id[a]),
+                    "high": str(dataset.material_id[b]),
+                    "low_gap": records[a].property(PROPERTY),
+                    "high_gap": records[b].property(PROPERTY),
+                    "true_space_groups": [int(truth_groups[2 * n]), int(truth_groups[2 * n + 1])],
+                    **{
+                        f"{source}_space_groups": [int(g[2 * n]), int(g[2 * n + 1])]
+                        for source, g in chosen_groups.items()
+                    },
+                    **{
+                        f"{source}_oracle": [float(v[2 * n]), float(v[2 * n + 1])]
+                        for source, v in oracle_values.items()
+                    },
+                }
+                for n, (a, b) in enumerate(pairs)
+            ],
+            "tolerance_eV": args.tolerance,
+            "symmetry_model": str(resolve_model_dir(PROPERTY, args.symmetry_model)),
+            "crystal_dit": dit.name,
+            "oracle": "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
+            **{f"pipeline_{source}_then_dit": pipelines[source] for source in args.sources},
+            "true_symmetry_dit_only": true_symmetry,
+            "oracle_on_the_true_structures": oracle_on_truth,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -42,15 +42,31 @@ def main() -> None:
     parser.add_argument("--subset", default="test-1k")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--targets", default="own", choices=("own", "shuffled"))
-    parser.add_argument("--guidance", type=float, nargs="*", default=[1.0], help="classifier-free guidance scales")
-    parser.add_argument("--oracle-guidance", type=float, nargs="*", default=[],
-                        help="classifier-guidance scales with the oracle's gradient (conditional + guided)")
+    parser.add_argument(
+        "--guidance", type=float, nargs="*", default=[1.0], help="classifier-free guidance scales"
+    )
+    parser.add_argument(
+        "--oracle-guidance",
+        type=float,
+        nargs="*",
+        default=[],
+        help="classifier-guidance scales with the oracle's gradient (conditional + guided)",
+    )
     parser.add_argument("--oracle-sigma", type=float, default=None, help="default: the tolerance")
-    parser.add_argument("--oracle-safeguards", default="on", choices=("on", "off", "both"),
-                        help="oracle guidance with the library's safeguards (on, the default: volume kept, lattice "
-                             "and coordinate shifts bounded), without them (off: Dhariwal & Nichol as published), or both")
+    parser.add_argument(
+        "--oracle-safeguards",
+        default="on",
+        choices=("on", "off", "both"),
+        help="oracle guidance with the library's safeguards (on, the default: volume kept, lattice "
+        "and coordinate shifts bounded), without them (off: Dhariwal & Nichol as published), or both",
+    )
     parser.add_argument("--property", default="band_gap", choices=("band_gap", "formation_energy_per_atom"))
-    parser.add_argument("--tolerance", type=float, default=None, help="default 0.5 eV (band gap), 0.1 eV/atom (formation energy)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="default 0.5 eV (band gap), 0.1 eV/atom (formation energy)",
+    )
     parser.add_argument("--checkpoint", default=None, help="Crystal DiT (default: the embedded one)")
     parser.add_argument("--oracle", default=None, help="property oracle (default: the embedded one)")
     parser.add_argument("--batch-size", type=int, default=100)
@@ -60,7 +76,12 @@ def main() -> None:
 
     from unimdm_jax.data import io
     from unimdm_jax.evaluate import load_rows
-    from unimdm_jax.generation import default_dit_path, load_crystal_dit, load_oracle_or_none, sample_under_records
+    from unimdm_jax.generation import (
+        default_dit_path,
+        load_crystal_dit,
+        load_oracle_or_none,
+        sample_under_records,
+    )
 
     prop = args.property
     tolerance = args.tolerance if args.tolerance is not None else {"band_gap": 0.5}.get(prop, 0.1)
@@ -87,17 +108,39 @@ def main() -> None:
     modes = [("unconditional", None, 0.0, True), ("conditional", 0.0, 0.0, True)]
     modes += [(f"cfg_w{w:g}", w, 0.0, True) for w in args.guidance if w > 0]
     safeguard_options = {"on": [True], "off": [False], "both": [True, False]}[args.oracle_safeguards]
-    modes += [(f"oracle_guided_s{s:g}" + ("" if bounded else "_unbounded"), 0.0, s, bounded)
-              for s in args.oracle_guidance if s > 0 for bounded in safeguard_options]
+    modes += [
+        (f"oracle_guided_s{s:g}" + ("" if bounded else "_unbounded"), 0.0, s, bounded)
+        for s in args.oracle_guidance
+        if s > 0
+        for bounded in safeguard_options
+    ]
     true_volume = np.asarray([s.volume / len(s) for s in true_structures])
     results, timings = {}, {}
     for name, w, scale, bounded in modes:
         condition = np.full((len(records), 1), np.nan) if w is None else targets[:, None]
-        guided = dict(oracle=oracle, oracle_property=prop, oracle_targets=targets, oracle_scale=scale,
-                      oracle_sigma=sigma, oracle_safeguards=bounded) if scale > 0 else {}
+        guided = (
+            dict(
+                oracle=oracle,
+                oracle_property=prop,
+                oracle_targets=targets,
+                oracle_scale=scale,
+                oracle_sigma=sigma,
+                oracle_safeguards=bounded,
+            )
+            if scale > 0
+            else {}
+        )
         started = time.perf_counter()
-        samples = sample_under_records(dit, records, [1] * len(records), condition, seed=args.seed,
-                                       guidance_scale=w or 0.0, batch_size=args.batch_size, **guided)
+        samples = sample_under_records(
+            dit,
+            records,
+            [1] * len(records),
+            condition,
+            seed=args.seed,
+            guidance_scale=w or 0.0,
+            batch_size=args.batch_size,
+            **guided,
+        )
         timings[name] = round(time.perf_counter() - started, 1)
         structures = [s for s, _ in samples]
         predicted, sane, plausible = oracle_verdicts(oracle, structures, column)
@@ -112,33 +155,38 @@ def main() -> None:
             "sane_fraction": float(sane.mean()),
             "plausible_fraction": float(plausible.mean()),
             # generated / true volume per atom (sane cells): > 1 = inflated
-            "median_volume_ratio": float(np.median([st.volume / len(st) / v for st, v, ok
-                                                    in zip(structures, true_volume, sane) if ok])) if sane.any() else None,
+            "median_volume_ratio": float(
+                np.median([st.volume / len(st) / v for st, v, ok in zip(structures, true_volume, sane) if ok])
+            )
+            if sane.any()
+            else None,
             "seconds": timings[name],
         }
     base = results["unconditional"]
     for name, r in results.items():
         r["factor_over_unconditional"] = r["hit_rate"] / base["hit_rate"] if base["hit_rate"] > 0 else None
         key = "hit_rate_targets_ge_0.5eV"
-        r["factor_over_unconditional_targets_ge_0.5eV"] = (
-            r[key] / base[key] if base[key] else None)
-    write_result(Path(args.out), {
-        "benchmark": "property_hit",
-        "data": f"{csv} ({args.subset}, first {len(records)} rows), true symmetry and composition",
-        "targets": args.targets,
-        "n": len(records),
-        "property": prop,
-        "unit": "eV" if prop == "band_gap" else "eV/atom",
-        "n_targets_ge_0.5eV": int((targets >= 0.5).sum()) if prop == "band_gap" else None,
-        "tolerance": tolerance,
-        "oracle_sigma": sigma,
-        "oracle_safeguards": args.oracle_safeguards,
-        "crystal_dit": dit.name,
-        "oracle": args.oracle or "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
-        "oracle_mae_on_these_true_structures": float(np.mean(np.abs(oracle_on_truth - own))),
-        "oracle_hit_rate_on_true_structures": float(np.mean(np.abs(oracle_on_truth - own) <= tolerance)),
-        "modes": results,
-    })
+        r["factor_over_unconditional_targets_ge_0.5eV"] = r[key] / base[key] if base[key] else None
+    write_result(
+        Path(args.out),
+        {
+            "benchmark": "property_hit",
+            "data": f"{csv} ({args.subset}, first {len(records)} rows), true symmetry and composition",
+            "targets": args.targets,
+            "n": len(records),
+            "property": prop,
+            "unit": "eV" if prop == "band_gap" else "eV/atom",
+            "n_targets_ge_0.5eV": int((targets >= 0.5).sum()) if prop == "band_gap" else None,
+            "tolerance": tolerance,
+            "oracle_sigma": sigma,
+            "oracle_safeguards": args.oracle_safeguards,
+            "crystal_dit": dit.name,
+            "oracle": args.oracle or "unimdm_jax/checkpoints/oracle_mp20_cpu (packaged)",
+            "oracle_mae_on_these_true_structures": float(np.mean(np.abs(oracle_on_truth - own))),
+            "oracle_hit_rate_on_true_structures": float(np.mean(np.abs(oracle_on_truth - own) <= tolerance)),
+            "modes": results,
+        },
+    )
 
 
 if __name__ == "__main__":

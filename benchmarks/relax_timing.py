@@ -67,18 +67,23 @@ def main() -> None:
         for mid, sg, r in zip(df["material_id"], df["spacegroup.number"], results)
     ]
     steps = [r.steps for r in results if r.ok]
-    print(json.dumps({
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
-        "n": len(structures),
-        "torch_threads": args.threads,
-        "load_seconds": round(load_s, 2),
-        "single_point_seconds_per_structure_batched": round(sp_s, 4),
-        "single_point_seconds_per_structure_one_at_a_time": round(sp1_s, 4),
-        "relax_seconds_per_structure": round(relax_total / len(structures), 2),
-        "relax_seconds_per_step": round(relax_total / max(sum(steps), 1), 4),
-        "median_steps": float(np.median(steps)) if steps else None,
-        "rows": rows,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
+                "n": len(structures),
+                "torch_threads": args.threads,
+                "load_seconds": round(load_s, 2),
+                "single_point_seconds_per_structure_batched": round(sp_s, 4),
+                "single_point_seconds_per_structure_one_at_a_time": round(sp1_s, 4),
+                "relax_seconds_per_structure": round(relax_total / len(structures), 2),
+                "relax_seconds_per_step": round(relax_total / max(sum(steps), 1), 4),
+                "median_steps": float(np.median(steps)) if steps else None,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

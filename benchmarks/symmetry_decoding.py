@@ -24,7 +24,9 @@ from _common import write_result  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--csv", default=str(Path(__file__).resolve().parents[2] / "shared/data/mp_20/test.csv.gz"))
+    parser.add_argument(
+        "--csv", default=str(Path(__file__).resolve().parents[2] / "shared/data/mp_20/test.csv.gz")
+    )
     parser.add_argument("--property", default="formation_energy_per_atom")
     parser.add_argument("--offset", type=int, default=8900)
     parser.add_argument("--rows", type=int, default=16)
@@ -42,7 +44,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     property_name = canonical_property(args.property)
     records = csv_records(args.csv, args.rows, offset=args.offset)
-    inputs = [(record_spec(r), float(r.property(property_name))) for r in records if r.property(property_name) is not None]
+    inputs = [
+        (record_spec(r), float(r.property(property_name)))
+        for r in records
+        if r.property(property_name) is not None
+    ]
     model_dir = default_model_dir(property_name)
     predictor = Predictor.from_dir(model_dir)
     predictor.predict(inputs[0][0], property_name, inputs[0][1])  # warm-up
@@ -56,7 +62,8 @@ def main() -> None:
             predictions = [predictor.predict(spec, property_name, value) for spec, value in inputs]
             seconds["prefill_once" if once else "plain"].append((time.perf_counter() - start) / len(inputs))
             answers["prefill_once" if once else "plain"] = [
-                [(h.space_group, h.assignment, h.logprob) for h in p.hypotheses] for p in predictions]
+                [(h.space_group, h.assignment, h.logprob) for h in p.hypotheses] for p in predictions
+            ]
     result = {
         "benchmark": "symmetry predictor, seconds per crystal (top 5, default ranking), plain generate vs prefill once",
         "model": str(model_dir.name),
@@ -66,8 +73,10 @@ def main() -> None:
         "mean_seconds_per_crystal": {k: round(sum(v) / len(v), 3) for k, v in seconds.items()},
         "same_answers": answers["plain"] == answers["prefill_once"],
     }
-    result["time_saved"] = round(1 - result["mean_seconds_per_crystal"]["prefill_once"]
-                                 / result["mean_seconds_per_crystal"]["plain"], 3)
+    result["time_saved"] = round(
+        1 - result["mean_seconds_per_crystal"]["prefill_once"] / result["mean_seconds_per_crystal"]["plain"],
+        3,
+    )
     out = args.out or Path(__file__).resolve().parent / "results" / f"symmetry_decoding_{property_name}.json"
     write_result(out, result)
 

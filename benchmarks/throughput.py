@@ -53,7 +53,9 @@ def main() -> None:
     model, state = init_state(config, iterator.sharded(0))
     step = make_train_step(model, config, columns, mesh)
     state = jax.device_put(state, NamedSharding(mesh, P()))
-    batches = [jax.device_put(iterator.sharded(i), NamedSharding(mesh, P("data"))) for i in range(args.train_steps)]
+    batches = [
+        jax.device_put(iterator.sharded(i), NamedSharding(mesh, P("data"))) for i in range(args.train_steps)
+    ]
     seen = set()
     for batch in batches:  # compile every shape first
         shape = batch.nodes["frac_coords"].shape
@@ -70,15 +72,25 @@ def main() -> None:
 
     sample_batch = args.sample_batch_size or config.batch_size
     schedules = make_schedules(config.diffusion)
-    batches = PaddedBatches(dataset, sample_batch, indices=np.arange((args.sample_batches + 1) * sample_batch))
+    batches = PaddedBatches(
+        dataset, sample_batch, indices=np.arange((args.sample_batches + 1) * sample_batch)
+    )
     budget = batches.budget
     timings = []
     for number, (_, graphs) in enumerate(batches):
         graphs = jax.tree_util.tree_map(jnp.asarray, graphs)
         condition = jnp.ones((budget.graphs, len(columns)))
         started = time.perf_counter()
-        x, k = sample(state.ema_params, model, graphs, jax.random.PRNGKey(number), schedules, config.diffusion,
-                      condition, jnp.ones((budget.graphs, len(columns)), bool))
+        x, k = sample(
+            state.ema_params,
+            model,
+            graphs,
+            jax.random.PRNGKey(number),
+            schedules,
+            config.diffusion,
+            condition,
+            jnp.ones((budget.graphs, len(columns)), bool),
+        )
         jax.block_until_ready((x, k))
         timings.append(time.perf_counter() - started)
     steady = float(np.mean(timings[1:]))
@@ -88,14 +100,23 @@ def main() -> None:
             "benchmark": "throughput",
             "config": args.config,
             "data": f"policy split '{args.split}' of MP-20 (cached preprocessing)",
-            "train": {"batch_size": config.batch_size, "steps_timed": args.train_steps,
-                      "crystals_per_second": round(train_rate, 1), "compiled_shapes": len(seen)},
-            "sample": {"timesteps": config.diffusion.timesteps, "network_evaluations": 2 * config.diffusion.timesteps,
-                       "batch_size": sample_batch, "padded_nodes": budget.nodes, "padded_edges": budget.edges,
-                       "first_call_seconds_including_compile": round(timings[0], 2),
-                       "seconds_per_batch": round(steady, 2),
-                       "crystals_per_second": round(sample_batch / steady, 3),
-                       "compiled_programs": int(sample._cache_size())},
+            "train": {
+                "batch_size": config.batch_size,
+                "steps_timed": args.train_steps,
+                "crystals_per_second": round(train_rate, 1),
+                "compiled_shapes": len(seen),
+            },
+            "sample": {
+                "timesteps": config.diffusion.timesteps,
+                "network_evaluations": 2 * config.diffusion.timesteps,
+                "batch_size": sample_batch,
+                "padded_nodes": budget.nodes,
+                "padded_edges": budget.edges,
+                "first_call_seconds_including_compile": round(timings[0], 2),
+                "seconds_per_batch": round(steady, 2),
+                "crystals_per_second": round(sample_batch / steady, 3),
+                "compiled_programs": int(sample._cache_size()),
+            },
         },
     )
 

@@ -8,15 +8,21 @@ Time:  about 80 minutes for 20,000 steps of batch 64 (45 epochs, ~280 crystals/s
        (the run that produced the shipped checkpoint is described in its model card).
 """
 
+from unimdm_jax.config import TrainConfig
 from unimdm_jax.model import ModelConfig
 from unimdm_jax.objective import DiffusionConfig
-from unimdm_jax.config import TrainConfig
 
 
 def get_config() -> TrainConfig:
     return TrainConfig(
-        model=ModelConfig(hidden=128, num_layers=4, num_heads=4, num_frequencies=16,
-                          properties=("band_gap",), property_ranges=((0.0, 10.0),)),
+        model=ModelConfig(
+            hidden=128,
+            num_layers=4,
+            num_heads=4,
+            num_frequencies=16,
+            properties=("band_gap",),
+            property_ranges=((0.0, 10.0),),
+        ),
         diffusion=DiffusionConfig(timesteps=1000),
         batch_size=64,
         total_steps=20_000,

@@ -22,5 +22,10 @@ def _base_config():
 
 
 def get_config():
-    return dataclasses.replace(_base_config(), init_from="workdirs/dit_mp20_cpu", learning_rate=4e-4,
-                               warmup_steps=200, total_steps=4_000)
+    return dataclasses.replace(
+        _base_config(),
+        init_from="workdirs/dit_mp20_cpu",
+        learning_rate=4e-4,
+        warmup_steps=200,
+        total_steps=4_000,
+    )

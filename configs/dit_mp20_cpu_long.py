@@ -21,5 +21,12 @@ from unimdm_jax.config import load_config
 
 def get_config():
     base = load_config(Path(__file__).with_name("dit_mp20_cpu.py"))
-    return dataclasses.replace(base, init_from="unimdm_jax/checkpoints/dit_mp20_cpu", learning_rate=5e-4,
-                               warmup_steps=500, total_steps=60_000, checkpoint_every=500, eval_every=2_000)
+    return dataclasses.replace(
+        base,
+        init_from="unimdm_jax/checkpoints/dit_mp20_cpu",
+        learning_rate=5e-4,
+        warmup_steps=500,
+        total_steps=60_000,
+        checkpoint_every=500,
+        eval_every=2_000,
+    )

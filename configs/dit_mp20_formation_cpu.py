@@ -25,6 +25,14 @@ def _base_config():
 
 def get_config():
     config = _base_config()
-    model = dataclasses.replace(config.model, properties=("formation_energy_per_atom",), property_ranges=((-5.5, 0.5),))
-    return dataclasses.replace(config, model=model, init_from="workdirs/dit_mp20_cpu", learning_rate=4e-4,
-                               warmup_steps=200, total_steps=4_000)
+    model = dataclasses.replace(
+        config.model, properties=("formation_energy_per_atom",), property_ranges=((-5.5, 0.5),)
+    )
+    return dataclasses.replace(
+        config,
+        model=model,
+        init_from="workdirs/dit_mp20_cpu",
+        learning_rate=4e-4,
+        warmup_steps=200,
+        total_steps=4_000,
+    )

@@ -7,15 +7,21 @@ Time:  sized for a GPU (1,000 epochs ~ 110k steps); not practical on the 2-core 
        Data parallel over all local devices (batch split evenly, gradients averaged).
 """
 
+from unimdm_jax.config import TrainConfig
 from unimdm_jax.model import ModelConfig
 from unimdm_jax.objective import DiffusionConfig
-from unimdm_jax.config import TrainConfig
 
 
 def get_config() -> TrainConfig:
     return TrainConfig(
-        model=ModelConfig(hidden=512, num_layers=6, num_heads=8, num_frequencies=128,
-                          properties=("band_gap",), property_ranges=((0.0, 10.0),)),
+        model=ModelConfig(
+            hidden=512,
+            num_layers=6,
+            num_heads=8,
+            num_frequencies=128,
+            properties=("band_gap",),
+            property_ranges=((0.0, 10.0),),
+        ),
         diffusion=DiffusionConfig(timesteps=1000),
         batch_size=256,
         total_steps=110_000,

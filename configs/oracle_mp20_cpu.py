@@ -14,15 +14,16 @@ Time:  measured: 4,000 steps of batch 64 (9.1 epochs) took 2,397 s (40 min) on O
        The holdout MAE was still falling at the end (see the model card): more steps help.
 """
 
-from unimdm_jax.model import OracleConfig
 from unimdm_jax.config import TrainConfig
+from unimdm_jax.model import OracleConfig
 
 
 def get_config() -> TrainConfig:
     return TrainConfig(
         task="property",
-        model=OracleConfig(hidden=128, num_layers=3, num_frequencies=16,
-                           properties=("band_gap", "formation_energy_per_atom")),
+        model=OracleConfig(
+            hidden=128, num_layers=3, num_frequencies=16, properties=("band_gap", "formation_energy_per_atom")
+        ),
         batch_size=64,
         total_steps=4_000,
         learning_rate=1e-3,

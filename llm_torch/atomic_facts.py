@@ -63,7 +63,10 @@ def build_table() -> dict:
                 "oxidation_states": list(states),
             }
     version = getattr(pymatgen.core, "__version__", "unknown")
-    return {"source": f"pymatgen {version} Element: X, atomic_radius, common_oxidation_states", "elements": elements}
+    return {
+        "source": f"pymatgen {version} Element: X, atomic_radius, common_oxidation_states",
+        "elements": elements,
+    }
 
 
 @functools.cache
@@ -74,7 +77,9 @@ def facts_table() -> dict[str, AtomicFacts]:
     except (FileNotFoundError, OSError):
         data = build_table()
     return {
-        symbol: AtomicFacts(symbol, entry["electronegativity"], entry["atomic_radius"], tuple(entry["oxidation_states"]))
+        symbol: AtomicFacts(
+            symbol, entry["electronegativity"], entry["atomic_radius"], tuple(entry["oxidation_states"])
+        )
         for symbol, entry in data["elements"].items()
     }
 

@@ -137,7 +137,9 @@ def _options(counts: tuple[int, ...], mode: str, max_atoms: int) -> tuple[tuple[
     return tuple(tuple(m * c for c in counts) for m in range(1, max_atoms // total + 1))
 
 
-_FORMULA_TOKEN = re.compile(r"\s*(?:(?P<el>[A-Z][a-z]?)|(?P<open>[(\[])|(?P<close>[)\]])|(?P<num>\d+(?:\.\d*)?))")
+_FORMULA_TOKEN = re.compile(
+    r"\s*(?:(?P<el>[A-Z][a-z]?)|(?P<open>[(\[])|(?P<close>[)\]])|(?P<num>\d+(?:\.\d*)?))"
+)
 
 
 def _parse_formula(text: str) -> dict[str, int]:
@@ -213,7 +215,9 @@ def parse_composition(text: str, mode: str = "auto", max_atoms: int = DEFAULT_MA
     if not counts:
         raise CompositionError(f"formula {text!r} names no element")
     if len(counts) > MAX_ELEMENTS:
-        raise CompositionError(f"formula {text!r} has {len(counts)} elements; at most {MAX_ELEMENTS} are supported")
+        raise CompositionError(
+            f"formula {text!r} has {len(counts)} elements; at most {MAX_ELEMENTS} are supported"
+        )
     total = sum(counts.values())
     divisor = math.gcd(*counts.values())
     if mode == "auto":
@@ -554,7 +558,11 @@ def repair(
     table = _table(sg)
     element_index = {e: i for i, e in enumerate(spec.elements)}
     proposed = [(str(e), str(letter)) for e, letter in proposed]
-    usable = [(element_index[e], table.index[letter]) for e, letter in proposed if e in element_index and letter in table.index]
+    usable = [
+        (element_index[e], table.index[letter])
+        for e, letter in proposed
+        if e in element_index and letter in table.index
+    ]
     costs = _position_costs(sg, prior)
     best = None
     for option in spec.options:
@@ -576,7 +584,9 @@ def repair(
         if best is None or key > best[0]:
             best = (key, option, kept, filled[1])
     if best is None:
-        raise InfeasibleError(f"space group {sg} ({space_group_symbol(sg)}) admits no Wyckoff assignment for {spec}")
+        raise InfeasibleError(
+            f"space group {sg} ({space_group_symbol(sg)}) admits no Wyckoff assignment for {spec}"
+        )
     _, option, kept, fill = best
     names = lambda pairs: tuple((spec.elements[e], table.letters[i]) for e, i in pairs)
     assignment = tuple(prompts.sort_assignment(sg, names(kept) + names(fill), spec.elements))
@@ -627,7 +637,9 @@ def make_record(
     record = schema.SymmetryRecord(
         composition=schema.Composition(dict(counts)),
         space_group=schema.SpaceGroup(int(sg), space_group_symbol(sg)),
-        wyckoff=tuple(schema.WyckoffEntry(e, letter, table.mults[table.index[letter]]) for e, letter in assignment),
+        wyckoff=tuple(
+            schema.WyckoffEntry(e, letter, table.mults[table.index[letter]]) for e, letter in assignment
+        ),
         properties=tuple(props),
         provenance=schema.Provenance(source=source, id=id, model=model, score=score, rank=rank),
     )
@@ -653,7 +665,9 @@ class OutputGrammar:
 
     START = ("sg",)
 
-    def __init__(self, spec: CompositionSpec | Mapping[str, int] | str, space_groups: Iterable[int] | None = None):
+    def __init__(
+        self, spec: CompositionSpec | Mapping[str, int] | str, space_groups: Iterable[int] | None = None
+    ):
         self.spec = _as_spec(spec)
         candidates = range(1, 231) if space_groups is None else sorted({int(g) for g in space_groups})
         self.groups = tuple(feasible_space_groups(self.spec, candidates))
@@ -695,7 +709,10 @@ class OutputGrammar:
                 used.add(li)
         cur, last = placed[-1] if placed else (-1, -1)
         options = [
-            c for c in self.spec.options if all(counts[e] <= c[e] for e in range(n_el)) and all(counts[e] == c[e] for e in range(max(cur, 0)))
+            c
+            for c in self.spec.options
+            if all(counts[e] <= c[e] for e in range(n_el))
+            and all(counts[e] == c[e] for e in range(max(cur, 0)))
         ]
         out: dict[str, tuple] = {}
         for e in (cur, cur + 1):
@@ -844,5 +861,7 @@ def token_texts(tokenizer: Any) -> dict[int, str]:
     for token_id in range(len(tokenizer)):
         if token_id in special:
             continue
-        out[token_id] = tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        out[token_id] = tokenizer.decode(
+            [token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
     return out

@@ -108,8 +108,9 @@ def split_records(split: str, root: str | None = None, limit: int | None = None)
     return [dataset[i].to_record(source="mp_20") for i in range(n)]
 
 
-def csv_records(path: str | Path, limit: int | None = None, workers: int = 1, progress: bool = False,
-                offset: int = 0) -> list:
+def csv_records(
+    path: str | Path, limit: int | None = None, workers: int = 1, progress: bool = False, offset: int = 0
+) -> list:
     """Schema records of the rows of a CDVAE CSV: ``limit`` rows (all when None) after the first
     ``offset``, counting the rows that symmetrize (every MP-20 row does).
 
@@ -187,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("alpaca", "chat"), default="alpaca")
     parser.add_argument("--composition-mode", choices=COMPOSITION_MODES, default="mixed")
     parser.add_argument("--limit", type=int, default=None, help="first N crystals only")
-    parser.add_argument("--data-root", default=None, help="data root (default: $UNIMDM_DATA or ../shared/data)")
+    parser.add_argument(
+        "--data-root", default=None, help="data root (default: $UNIMDM_DATA or ../shared/data)"
+    )
     args = parser.parse_args(argv)
     try:
         rows = build_examples(

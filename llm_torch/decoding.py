@@ -154,7 +154,9 @@ def sequence_logprobs(
     cache_kw = _cache_keyword(model)
     try:
         first = model(input_ids=prompt, use_cache=True)
-        cache = getattr(first, "cache", None) if cache_kw == "cache" else getattr(first, "past_key_values", None)
+        cache = (
+            getattr(first, "cache", None) if cache_kw == "cache" else getattr(first, "past_key_values", None)
+        )
         last_logp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
         use_cache = cache is not None and hasattr(cache, "batch_repeat_interleave")
     except (TypeError, ValueError):  # pragma: no cover - exotic models
@@ -171,8 +173,12 @@ def sequence_logprobs(
         if use_cache:
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(chunk))
-            attention = torch.cat([torch.ones((len(chunk), prompt.shape[1]), dtype=torch.long, device=device), valid], 1)
-            logits = model(input_ids=ids, attention_mask=attention, use_cache=True, **{cache_kw: batch_cache}).logits
+            attention = torch.cat(
+                [torch.ones((len(chunk), prompt.shape[1]), dtype=torch.long, device=device), valid], 1
+            )
+            logits = model(
+                input_ids=ids, attention_mask=attention, use_cache=True, **{cache_kw: batch_cache}
+            ).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
             first_lp = last_logp[ids[:, 0]]
             rest = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0] if length > 1 else ids[:, :0].float()

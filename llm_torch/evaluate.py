@@ -184,7 +184,9 @@ class NearestCompositionBaseline:
         self.pool = pool
         self.table = CompositionNeighbours.from_records(self.records, (self.property_name,))
         self.prior = letter_prior(self.records)
-        self.frequency_order = [sg for sg, _ in Counter(r.space_group.number for r in self.records).most_common()]
+        self.frequency_order = [
+            sg for sg, _ in Counter(r.space_group.number for r in self.records).most_common()
+        ]
 
     def neighbours(self, spec: CompositionSpec, value: float | None) -> list[int]:
         """The ``pool`` nearest training crystals, ties by closeness of the property to ``value``."""
@@ -194,8 +196,12 @@ class NearestCompositionBaseline:
         counts = neighbour.composition.counts
         mine = dict(zip(spec.elements, spec.counts))
         mapping = {e: e for e in counts if e in mine}
-        rest_theirs = sorted((e for e in counts if e not in mapping), key=lambda e: -counts[e] / sum(counts.values()))
-        rest_mine = sorted((e for e in mine if e not in mapping.values()), key=lambda e: -mine[e] / sum(mine.values()))
+        rest_theirs = sorted(
+            (e for e in counts if e not in mapping), key=lambda e: -counts[e] / sum(counts.values())
+        )
+        rest_mine = sorted(
+            (e for e in mine if e not in mapping.values()), key=lambda e: -mine[e] / sum(mine.values())
+        )
         mapping.update(zip(rest_theirs, rest_mine))
         return [(mapping[w.element], w.letter) for w in neighbour.wyckoff if w.element in mapping]
 
@@ -229,9 +235,13 @@ class LMPredictor:
         self.constrained = constrained
 
     def predict(self, spec, property_name, value, top_k=5) -> list[Guess]:
-        prediction = self.predictor.predict(spec, property_name, value, top_k=top_k, constrained=self.constrained)
-        guesses = [Guess(h.space_group, h.assignment, h.raw_valid, h.repaired, h.output_text, h.logprob, h.score)
-                   for h in prediction.candidates]
+        prediction = self.predictor.predict(
+            spec, property_name, value, top_k=top_k, constrained=self.constrained
+        )
+        guesses = [
+            Guess(h.space_group, h.assignment, h.raw_valid, h.repaired, h.output_text, h.logprob, h.score)
+            for h in prediction.candidates
+        ]
         self.last_candidates = guesses  # every scored hypothesis, for per-row records (re-ranking studies)
         return guesses[:top_k]
 
@@ -247,8 +257,14 @@ def _finite(x):
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, progress: bool = False,
-                       details: list | None = None) -> dict:
+def evaluate_predictor(
+    predictor,
+    records,
+    property_name: str,
+    top_k: int = 5,
+    progress: bool = False,
+    details: list | None = None,
+) -> dict:
     """Average metrics of ``predictor`` (anything with ``predict(spec, prop, value, top_k)``) on ``records``.
     ``details``: a list that receives one dict per row (the truth and every scored hypothesis with its
     log-probability and ranking score; all candidates where the predictor keeps them in ``last_candidates``)."""
@@ -269,13 +285,24 @@ def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, p
         hyps += len(guesses)
         repaired += sum(g.repaired for g in guesses)
         if details is not None:
-            details.append({
-                "row": i, "id": record.provenance.id, "value": value, "space_group": truth_sg,
-                "assignment": [list(t) for t in truth],
-                "hypotheses": [{"space_group": g.space_group, "assignment": [list(t) for t in g.assignment],
-                                "logprob": _finite(g.logprob), "score": _finite(g.score)}
-                               for g in getattr(predictor, "last_candidates", guesses)],
-            })
+            details.append(
+                {
+                    "row": i,
+                    "id": record.provenance.id,
+                    "value": value,
+                    "space_group": truth_sg,
+                    "assignment": [list(t) for t in truth],
+                    "hypotheses": [
+                        {
+                            "space_group": g.space_group,
+                            "assignment": [list(t) for t in g.assignment],
+                            "logprob": _finite(g.logprob),
+                            "score": _finite(g.score),
+                        }
+                        for g in getattr(predictor, "last_candidates", guesses)
+                    ],
+                }
+            )
         if not guesses:
             continue
         top = guesses[0]
@@ -297,12 +324,24 @@ def evaluate_predictor(predictor, records, property_name: str, top_k: int = 5, p
     return metrics
 
 
-def evaluate_model_on_split(model, tokenizer, split: str, property_name: str, *, limit: int = 200,
-                            prompt_style: str = "plain", model_name: str = "model", root=None, top_k: int = 5) -> dict:
+def evaluate_model_on_split(
+    model,
+    tokenizer,
+    split: str,
+    property_name: str,
+    *,
+    limit: int = 200,
+    prompt_style: str = "plain",
+    model_name: str = "model",
+    root=None,
+    top_k: int = 5,
+) -> dict:
     """LM metrics on the first ``limit`` crystals of a policy split (used by the trainer's model card)."""
 
     records = dataset.split_records(split, root, limit)
-    predictor = Predictor(model, tokenizer, prompt_style=prompt_style, model_name=model_name, property_name=property_name)
+    predictor = Predictor(
+        model, tokenizer, prompt_style=prompt_style, model_name=model_name, property_name=property_name
+    )
     metrics = evaluate_predictor(LMPredictor(predictor), records, property_name, top_k)
     metrics["data"] = f"{split} (first {limit})"
     return metrics
@@ -314,13 +353,17 @@ def model_identity(model_dir: str | Path) -> dict:
     folder path alone does not say which of several trainings was copied there)."""
 
     folder = Path(model_dir)
-    identity: dict[str, Any] = {"path": str(model_dir),
-                                "weights_sha256": {w.name: file_sha256(w) for w in sorted(folder.glob("*.safetensors"))}}
+    identity: dict[str, Any] = {
+        "path": str(model_dir),
+        "weights_sha256": {w.name: file_sha256(w) for w in sorted(folder.glob("*.safetensors"))},
+    }
     card_path = folder / "model_card.json"
     if card_path.exists():
         try:
             card = json.loads(card_path.read_text())
-            identity["card"] = {k: card[k] for k in ("name", "created", "command", "exported_as") if k in card}
+            identity["card"] = {
+                k: card[k] for k in ("name", "created", "command", "exported_as") if k in card
+            }
         except (OSError, ValueError):  # the identity is informative; a bad card was reported when loading
             identity["card"] = None
     return identity
@@ -347,8 +390,10 @@ def _common_model_name(payloads: Sequence[dict]) -> list[dict]:
     if not all(len(n) == 1 for n in names) or len({n[0] for n in names}) == 1:
         return list(payloads)
     common = Counter(n[0] for n in names).most_common(1)[0][0]  # ties: the first shard's name
-    return [{**p, "results": {(common if k == n[0] else k): v for k, v in p["results"].items()}}
-            for p, n in zip(payloads, names)]
+    return [
+        {**p, "results": {(common if k == n[0] else k): v for k, v in p["results"].items()}}
+        for p, n in zip(payloads, names)
+    ]
 
 
 def merge_results(payloads: Sequence[dict]) -> dict:
@@ -368,14 +413,18 @@ def merge_results(payloads: Sequence[dict]) -> dict:
     for other in payloads[1:]:
         for key in _SAME_IN_SHARDS:
             if first["data"].get(key) != other["data"].get(key):
-                raise ValueError(f"shards differ in data.{key}: {first['data'].get(key)!r} vs {other['data'].get(key)!r}")
+                raise ValueError(
+                    f"shards differ in data.{key}: {first['data'].get(key)!r} vs {other['data'].get(key)!r}"
+                )
         if first.get("ranking") != other.get("ranking"):
             raise ValueError("shards differ in ranking settings")
         weights = [(p.get("model") or {}).get("weights_sha256") for p in (first, other)]
         if weights[0] != weights[1]:
             raise ValueError("shards evaluated different weights (SHA-256 differs)")
         if set(first["results"]) != set(other["results"]):
-            raise ValueError(f"shards evaluated different methods: {sorted(first['results'])} vs {sorted(other['results'])}")
+            raise ValueError(
+                f"shards evaluated different methods: {sorted(first['results'])} vs {sorted(other['results'])}"
+            )
     ranges = sorted(_shard_range(p) for p in payloads)
     for (a0, a1), (b0, b1) in zip(ranges, ranges[1:]):
         if b0 < a1:
@@ -384,10 +433,14 @@ def merge_results(payloads: Sequence[dict]) -> dict:
     for name in first["results"]:
         parts = [p["results"][name] for p in payloads]
         rows = sum(m["rows"] for m in parts)
-        merged = {k: sum(m[k] * m["rows"] for m in parts) / rows if rows else float("nan") for k in ROW_AVERAGES}
+        merged = {
+            k: sum(m[k] * m["rows"] for m in parts) / rows if rows else float("nan") for k in ROW_AVERAGES
+        }
         if all("hypotheses" in m for m in parts):
             hyps = sum(m["hypotheses"] for m in parts)
-            merged["repair_rate"] = sum(m["repair_rate"] * m["hypotheses"] for m in parts) / hyps if hyps else 0.0
+            merged["repair_rate"] = (
+                sum(m["repair_rate"] * m["hypotheses"] for m in parts) / hyps if hyps else 0.0
+            )
             merged["hypotheses"] = hyps
         else:  # older files: per-row weighting, an approximation when rows have different hypothesis counts
             merged["repair_rate"] = sum(m["repair_rate"] * m["rows"] for m in parts) / rows if rows else 0.0
@@ -396,14 +449,20 @@ def merge_results(payloads: Sequence[dict]) -> dict:
         results[name] = merged
     contiguous = all(b0 == a1 for (_, a1), (b0, _) in zip(ranges, ranges[1:]))
     return {
-        "data": {**{k: first["data"].get(k) for k in _SAME_IN_SHARDS},
-                 "offset": ranges[0][0], "limit": ranges[-1][1] - ranges[0][0] if contiguous else None,
-                 "row_ranges": [list(r) for r in ranges]},
+        "data": {
+            **{k: first["data"].get(k) for k in _SAME_IN_SHARDS},
+            "offset": ranges[0][0],
+            "limit": ranges[-1][1] - ranges[0][0] if contiguous else None,
+            "row_ranges": [list(r) for r in ranges],
+        },
         "ranking": first.get("ranking"),
         "model": model,
         "results": results,
-        "shards": [{k: p.get(k) for k in ("command", "machine", "git_commit", "date")} | {"rows": list(_shard_range(p))}
-                   for p in sorted(payloads, key=_shard_range)],
+        "shards": [
+            {k: p.get(k) for k in ("command", "machine", "git_commit", "date")}
+            | {"rows": list(_shard_range(p))}
+            for p in sorted(payloads, key=_shard_range)
+        ],
     }
 
 
@@ -411,19 +470,29 @@ def _table(results: dict[str, dict]) -> str:
     cols = (*ROW_AVERAGES, "repair_rate", "rows", "seconds")
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in results.items():
-        cells = [f"{m[c]:.3f}" if isinstance(m[c], float) and c not in ("seconds",) else str(m[c]) for c in cols]
+        cells = [
+            f"{m[c]:.3f}" if isinstance(m[c], float) and c not in ("seconds",) else str(m[c]) for c in cols
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_torch.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m llm_torch.evaluate", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--csv", help="CDVAE CSV of the rows to evaluate on (e.g. test.csv.gz)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate N rows (default: all)")
     parser.add_argument("--offset", type=int, default=0, help="skip the first N rows (to evaluate in shards)")
-    parser.add_argument("--merge", nargs="+", metavar="RESULTS",
-                        help="combine results files of disjoint row ranges (from --offset/--limit) into --out")
-    parser.add_argument("--model", help="model folder (default: the embedded model, if any; else baselines only)")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RESULTS",
+        help="combine results files of disjoint row ranges (from --offset/--limit) into --out",
+    )
+    parser.add_argument(
+        "--model", help="model folder (default: the embedded model, if any; else baselines only)"
+    )
     parser.add_argument("--property", default="band_gap")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--train-split", default="train", help="policy split the baselines are fitted on")
@@ -434,9 +503,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", help="write the results as JSON")
-    parser.add_argument("--predictions", metavar="JSONL",
-                        help="write the language model's per-row records (truth, every scored hypothesis with its "
-                             "log-probability and score; row = position after --offset) for error analysis and re-ranking")
+    parser.add_argument(
+        "--predictions",
+        metavar="JSONL",
+        help="write the language model's per-row records (truth, every scored hypothesis with its "
+        "log-probability and score; row = position after --offset) for error analysis and re-ranking",
+    )
     args = parser.parse_args(argv)
 
     if args.merge:
@@ -451,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         records = dataset.csv_records(args.csv, args.limit, offset=args.offset)
         if not records:
             raise ValueError(f"no rows to evaluate in {args.csv} after --offset {args.offset}")
-        train = dataset.csv_records(args.train_csv) if args.train_csv else dataset.split_records(args.train_split)
+        train = (
+            dataset.csv_records(args.train_csv) if args.train_csv else dataset.split_records(args.train_split)
+        )
     except (ValueError, OSError, InputError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
@@ -477,20 +551,35 @@ def main(argv: list[str] | None = None) -> int:
     details: list = []
     for predictor in predictors:
         is_lm = isinstance(predictor, LMPredictor)
-        results[predictor.name] = evaluate_predictor(predictor, records, property_name, args.top_k, progress=True,
-                                                     details=details if is_lm else None)
+        results[predictor.name] = evaluate_predictor(
+            predictor, records, property_name, args.top_k, progress=True, details=details if is_lm else None
+        )
     print(_table(results))
     if args.predictions and details:
         path = Path(args.predictions)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps({**row, "row": row["row"] + args.offset}) + "\n" for row in details))
+        path.write_text(
+            "".join(json.dumps({**row, "row": row["row"] + args.offset}) + "\n" for row in details)
+        )
     if args.out:
         payload = {
-            "data": {"rows": args.csv, "offset": args.offset, "limit": args.limit, "records": len(records),
-                     "train": args.train_csv or args.train_split, "property": property_name, "composition_mode": "cell"},
-            "ranking": {**dataclasses.asdict(ranking), "neighbours": table.source if table is not None else None},
+            "data": {
+                "rows": args.csv,
+                "offset": args.offset,
+                "limit": args.limit,
+                "records": len(records),
+                "train": args.train_csv or args.train_split,
+                "property": property_name,
+                "composition_mode": "cell",
+            },
+            "ranking": {
+                **dataclasses.asdict(ranking),
+                "neighbours": table.source if table is not None else None,
+            },
             "model": evaluated_model,
-            "command": " ".join(["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(
+                ["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]
+            ),
             "results": results,
             "machine": {**provenance.machine(("torch",)), "device": args.device},
             "git_commit": provenance.git_commit(),
@@ -520,7 +609,9 @@ def _merge_main(args, argv) -> int:
     except (ValueError, KeyError, TypeError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
-    merged["command"] = " ".join(["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])])
+    merged["command"] = " ".join(
+        ["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]
+    )
     merged["date"] = provenance.utc_now()
     print(_table(merged["results"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

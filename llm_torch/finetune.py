@@ -153,12 +153,17 @@ def _examples(config: FinetuneConfig, which: str) -> tuple[list[dict], str]:
         rows = [as_alpaca(r) for r in read_jsonl(jsonl)]
         return (rows[:limit] if limit else rows), f"{jsonl}"
     if csv:
-        rows = build_examples(csv=csv, property_name=config.property_name, composition_mode=config.composition_mode, limit=limit)
+        rows = build_examples(
+            csv=csv, property_name=config.property_name, composition_mode=config.composition_mode, limit=limit
+        )
         return rows, f"{csv}" + (f" (first {limit} rows)" if limit else "")
     if split:
         rows = build_examples(
-            split=split, property_name=config.property_name, composition_mode=config.composition_mode,
-            limit=limit, root=config.data_root,
+            split=split,
+            property_name=config.property_name,
+            composition_mode=config.composition_mode,
+            limit=limit,
+            root=config.data_root,
         )
         try:
             description = mp20_split(split, config.data_root).describe()
@@ -213,7 +218,9 @@ def _save_checkpoint(output_dir: Path, model, optimizer, scheduler, state: dict,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt"
+    )
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
@@ -274,7 +281,9 @@ def _build(config: FinetuneConfig, train_examples: list[dict], output_dir: Path,
         if style == "auto":  # the base model's own prompt style when it is one of ours
             card_path = Path(config.base_model) / "model_card.json"
             card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-            style = card.get("prompt_style") or ("chat" if getattr(tokenizer, "chat_template", None) else "plain")
+            style = card.get("prompt_style") or (
+                "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+            )
         return model, tokenizer, style, f"full fine-tuning of {config.base_model}"
     from peft import LoraConfig, get_peft_model  # peft on use: only LoRA runs need it
 
@@ -318,12 +327,15 @@ class _Run:
 
 def _accelerator(config: FinetuneConfig):
     try:  # allow several runs in one process (tests)
-
         AcceleratorState._reset_state(reset_partial_state=True)
     except Exception:  # noqa: BLE001
         pass
     wanted = resolve_device(config.device)  # imports torch_npu for npu, clear errors
-    mixed = "bf16" if config.mode in ("scratch", "full") and wanted.type != "cpu" and config.dtype in ("auto", "bf16") else "no"
+    mixed = (
+        "bf16"
+        if config.mode in ("scratch", "full") and wanted.type != "cpu" and config.dtype in ("auto", "bf16")
+        else "no"
+    )
     accelerator = Accelerator(cpu=wanted.type == "cpu", mixed_precision=mixed)
     return _Run(accelerator, accelerator.device)
 
@@ -334,10 +346,15 @@ def _evaluate_loss(model, data, pad_id, batch_size, device) -> float:
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             batch = {k: v.to(device) for k, v in _collate(data[start : start + batch_size], pad_id).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits.float()
             labels = batch["labels"][:, 1:]
             loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                labels.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
             )
             total += float(loss)
             count += int((labels != -100).sum())
@@ -375,7 +392,10 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
     steps_per_epoch = max(1, shard_batches // config.grad_accum)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     scheduler = get_scheduler(
-        config.lr_schedule, optimizer, num_warmup_steps=min(config.warmup_steps, total_steps), num_training_steps=total_steps
+        config.lr_schedule,
+        optimizer,
+        num_warmup_steps=min(config.warmup_steps, total_steps),
+        num_training_steps=total_steps,
     )
     model.train()
     model, optimizer = acc.prepare(model, optimizer)
@@ -440,7 +460,9 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
                         handle.write(json.dumps(entry) + "\n")
                 acc.print(json.dumps(entry))
             if eval_data and config.eval_every and step % config.eval_every == 0:
-                eval_loss = _evaluate_loss(model, eval_data, tokenizer.pad_token_id, config.batch_size, run.device)
+                eval_loss = _evaluate_loss(
+                    model, eval_data, tokenizer.pad_token_id, config.batch_size, run.device
+                )
                 state["eval_loss"] = eval_loss
                 acc.print(json.dumps({"step": step, "eval_loss": eval_loss}))
             if config.save_every and step % config.save_every == 0 and step < total_steps:
@@ -485,7 +507,9 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
                 "eval_examples": len(eval_data),
             },
             "command": command or "llm_torch.finetune.train(config) from Python",
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+            "config": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
+            },
             "time_s": round(elapsed_before + time.time() - t0, 1),
             "wall_time_s_this_run": round(time.time() - started, 1),
             "hardware": _hardware(run.device, acc.num_processes),
@@ -498,8 +522,13 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
         if config.eval_symmetry_limit and config.eval_split:
             try:
                 card["metrics"]["holdout_symmetry"] = evaluate_model_on_split(
-                    unwrapped.eval(), tokenizer, config.eval_split, config.property_name,
-                    limit=config.eval_symmetry_limit, prompt_style=style, model_name=export_dir.name,
+                    unwrapped.eval(),
+                    tokenizer,
+                    config.eval_split,
+                    config.property_name,
+                    limit=config.eval_symmetry_limit,
+                    prompt_style=style,
+                    model_name=export_dir.name,
                     root=config.data_root,
                 )
             except Exception as error:  # noqa: BLE001 - metrics are best effort, the model is saved
@@ -525,9 +554,13 @@ def base_model_lineage(base_model: str | None) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_torch.finetune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m llm_torch.finetune", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--config", required=True, help="configs/llm_*.py")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field"
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.set)

@@ -112,14 +112,22 @@ def resolve_dtype(name: str | None, device=None):
     name = (name or "auto").lower()
     if name == "auto":
         return torch.float32 if device is None or getattr(device, "type", "cpu") == "cpu" else torch.bfloat16
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}
+    table = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if name not in table:
         raise ValueError(f"unknown dtype {name!r} (use auto, bf16, fp16 or fp32)")
     return table[name]
 
 
-def load_causal_lm(path_or_id: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
+def load_causal_lm(
+    path_or_id: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+):
     """Any ``AutoModelForCausalLM`` (hub id or local folder) on ``device``, in eval mode.
 
     ``trust_remote_code`` stays False unless asked: GLM-4 is native in transformers
@@ -133,7 +141,9 @@ def load_causal_lm(path_or_id: str, device: str = "auto", dtype: str = "auto", t
     return model.to(dev).eval()
 
 
-def load_for_inference(model_dir: str | Path, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
+def load_for_inference(
+    model_dir: str | Path, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+):
     """(model, tokenizer, model card dict) of a folder written by ``llm_torch.finetune``.
 
     A folder with ``adapter_config.json`` is a peft LoRA adapter: its base model (from the

@@ -43,8 +43,13 @@ class CompositionNeighbours:
     """``fractions``: (N, number of elements) element fractions; ``space_groups``: (N,) ints;
     ``values``: property name -> (N,) floats (NaN where unknown)."""
 
-    def __init__(self, fractions: np.ndarray, space_groups: np.ndarray, values: dict[str, np.ndarray] | None = None,
-                 source: str = ""):
+    def __init__(
+        self,
+        fractions: np.ndarray,
+        space_groups: np.ndarray,
+        values: dict[str, np.ndarray] | None = None,
+        source: str = "",
+    ):
         self.fractions = np.asarray(fractions, np.float32)
         self.space_groups = np.asarray(space_groups, np.int64)
         self.values = {k: np.asarray(v, np.float64) for k, v in (values or {}).items()}
@@ -58,7 +63,9 @@ class CompositionNeighbours:
     # ------------------------------------------------------------------ building, I/O
 
     @classmethod
-    def from_records(cls, records, property_names=("band_gap", "formation_energy_per_atom"), source: str = ""):
+    def from_records(
+        cls, records, property_names=("band_gap", "formation_energy_per_atom"), source: str = ""
+    ):
         """From symmetry schema records (e.g. ``llm_torch.dataset.split_records("train")``)."""
 
         index = {e: i for i, e in enumerate(ELEMENT_SYMBOLS)}
@@ -127,14 +134,17 @@ class CompositionNeighbours:
         """L1 distance of element fractions from ``counts`` to every training crystal (0 = same reduced formula)."""
         return np.abs(self.fractions - self.vector(counts)).sum(1)
 
-    def nearest(self, counts: dict[str, int], k: int, property_name: str | None = None,
-                target: float | None = None) -> np.ndarray:
+    def nearest(
+        self, counts: dict[str, int], k: int, property_name: str | None = None, target: float | None = None
+    ) -> np.ndarray:
         """Indices of the ``k`` nearest training crystals, nearest first; equal distances (to 1e-6,
         float32 fractions) ordered by ``|value - target|`` of ``property_name`` (unknown values last),
         then by index."""
         return self._nearest(self.distances(counts), k, property_name, target)
 
-    def _nearest(self, distances: np.ndarray, k: int, property_name: str | None, target: float | None) -> np.ndarray:
+    def _nearest(
+        self, distances: np.ndarray, k: int, property_name: str | None, target: float | None
+    ) -> np.ndarray:
         d = np.round(distances.astype(np.float64), 6)
         k = min(k, len(d))
         if k == 0:
@@ -149,8 +159,14 @@ class CompositionNeighbours:
                 gap = np.where(np.isnan(gap), np.inf, gap)
         return pool[np.lexsort((pool, gap, d[pool]))][:k]
 
-    def space_group_prior(self, counts: dict[str, int], k: int = 50, tau: float = 0.05, property_name: str | None = None,
-                          target: float | None = None) -> dict[int, float]:
+    def space_group_prior(
+        self,
+        counts: dict[str, int],
+        k: int = 50,
+        tau: float = 0.05,
+        property_name: str | None = None,
+        target: float | None = None,
+    ) -> dict[int, float]:
         """``p_nn(g)`` (module docstring): kernel weights of the ``k`` nearest crystals (:meth:`nearest`),
         summed per group."""
         d = self.distances(counts)
@@ -164,15 +180,26 @@ class CompositionNeighbours:
             prior[int(self.space_groups[j])] += float(w) / total
         return dict(prior)
 
-    def log_prior(self, counts: dict[str, int], groups, *, k: int = 50, tau: float = 0.05, floor: float = 1e-3,
-                  property_name: str | None = None, target: float | None = None) -> dict[int, float]:
+    def log_prior(
+        self,
+        counts: dict[str, int],
+        groups,
+        *,
+        k: int = 50,
+        tau: float = 0.05,
+        floor: float = 1e-3,
+        property_name: str | None = None,
+        target: float | None = None,
+    ) -> dict[int, float]:
         """``log(p_nn(g) + floor)`` for each group in ``groups`` (the floor keeps unseen groups possible)."""
         prior = self.space_group_prior(counts, k, tau, property_name, target)
         return {g: math.log(prior.get(g, 0.0) + floor) for g in groups}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_torch.neighbours", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m llm_torch.neighbours", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--split", default="train", help="MP-20 policy split (default train)")
     parser.add_argument("--out", default=str(DEFAULT_TABLE))
     args = parser.parse_args(argv)
@@ -182,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
-    table = CompositionNeighbours.from_records(records, source=f"MP-20 policy split {args.split!r} ({len(records)} crystals)")
+    table = CompositionNeighbours.from_records(
+        records, source=f"MP-20 policy split {args.split!r} ({len(records)} crystals)"
+    )
     path = table.save(args.out)
     print(f"wrote {len(table)} crystals to {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
     return 0

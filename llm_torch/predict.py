@@ -146,9 +146,15 @@ class Prediction:
     def records(self, model_name: str | None = None, input_id: str | None = None) -> list:
         return [
             make_record(
-                h.space_group, h.counts, h.assignment, [(self.property_name, self.value)],
-                source="stage1", id=input_id, model=model_name,
-                score=float(h.score) if math.isfinite(h.score) else None, rank=rank,
+                h.space_group,
+                h.counts,
+                h.assignment,
+                [(self.property_name, self.value)],
+                source="stage1",
+                id=input_id,
+                model=model_name,
+                score=float(h.score) if math.isfinite(h.score) else None,
+                rank=rank,
             )
             for rank, h in enumerate(self.hypotheses, start=1)
         ]
@@ -190,9 +196,18 @@ def resolve_model_dir(property_name: str, model: str | Path | None = None, flag:
 class Predictor:
     """A causal LM + tokenizer that writes answers in the format of :mod:`llm_torch.prompts`."""
 
-    def __init__(self, model, tokenizer, *, prompt_style: str = "plain", model_name: str = "model",
-                 property_name: str | None = None, neighbours=None, ranking: Ranking | None = None,
-                 prefill_once: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        prompt_style: str = "plain",
+        model_name: str = "model",
+        property_name: str | None = None,
+        neighbours=None,
+        ranking: Ranking | None = None,
+        prefill_once: bool = True,
+    ):
         self.model = model
         # prefill each item's prompt once and repeat its cache over the beams (llm_torch.decoding.prefilled_cache);
         # False: let generate prefill every beam's copy (slower; on CPU float32 the same answers, tests/test_llm_torch.py)
@@ -205,8 +220,15 @@ class Predictor:
         self.ranking = ranking or Ranking()
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, device: str = "cpu", dtype: str = "auto", trust_remote_code: bool = False,
-                 neighbours="default", ranking: Ranking | None = None):
+    def from_dir(
+        cls,
+        model_dir: str | Path,
+        device: str = "cpu",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        neighbours="default",
+        ranking: Ranking | None = None,
+    ):
         """Load a model folder. ``neighbours``: the composition table (:mod:`llm_torch.neighbours`) of the
         ranking prior: ``"default"`` = the embedded MP-20 table, a path, a loaded table, or None (no prior)."""
         from .model import load_for_inference
@@ -216,7 +238,8 @@ class Predictor:
             table = CompositionNeighbours.load(DEFAULT_TABLE if neighbours == "default" else neighbours)
         model, tokenizer, card = load_for_inference(model_dir, device, dtype, trust_remote_code)
         return cls(
-            model, tokenizer,
+            model,
+            tokenizer,
             prompt_style=card.get("prompt_style", "plain"),
             model_name=Path(model_dir).resolve().name,
             property_name=card.get("property_name"),
@@ -235,13 +258,39 @@ class Predictor:
         example = build_prompt(spec.count_dict, property_name, value, composition_mode=spec.mode)
         return self._encode(prompt_text(example, self.tokenizer, style=self.prompt_style))
 
-    def _generate(self, input_ids: list[int], grammar, prefix: str, *, constrained: bool, sample: bool,
-                  num_beams: int, num_return: int, temperature: float) -> list[str]:
-        return self._generate_batch([(input_ids, prefix)], grammar, constrained=constrained, sample=sample,
-                                    num_beams=num_beams, num_return=num_return, temperature=temperature)[0]
+    def _generate(
+        self,
+        input_ids: list[int],
+        grammar,
+        prefix: str,
+        *,
+        constrained: bool,
+        sample: bool,
+        num_beams: int,
+        num_return: int,
+        temperature: float,
+    ) -> list[str]:
+        return self._generate_batch(
+            [(input_ids, prefix)],
+            grammar,
+            constrained=constrained,
+            sample=sample,
+            num_beams=num_beams,
+            num_return=num_return,
+            temperature=temperature,
+        )[0]
 
-    def _generate_batch(self, items: list[tuple[list[int], str]], grammar, *, constrained: bool, sample: bool,
-                        num_beams: int, num_return: int, temperature: float) -> list[list[str]]:
+    def _generate_batch(
+        self,
+        items: list[tuple[list[int], str]],
+        grammar,
+        *,
+        constrained: bool,
+        sample: bool,
+        num_beams: int,
+        num_return: int,
+        temperature: float,
+    ) -> list[list[str]]:
         """Decode several ``(input ids, output prefix)`` items in one ``generate`` call: ``num_return``
         texts per item. Items are left-padded (masked; positions follow the mask), so each item's
         beam search is the one it would get alone: beam scores are normalised by the generated
@@ -253,17 +302,22 @@ class Predictor:
         from .decoding import SymmetryLogitsProcessor, prefilled_cache
 
         device = next(self.model.parameters()).device
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id
+        )
         width = max(len(ids) for ids, _ in items)
         inputs = torch.full((len(items), width), pad, dtype=torch.long, device=device)
         mask = torch.zeros((len(items), width), dtype=torch.long, device=device)
         for row, (ids, _) in enumerate(items):
-            inputs[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long, device=device)
-            mask[row, width - len(ids):] = 1
+            inputs[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long, device=device)
+            mask[row, width - len(ids) :] = 1
         processors = []
         if constrained:
-            processor = SymmetryLogitsProcessor(self.tokenizer, [grammar] * len(items), width,
-                                                [prefix for _, prefix in items])
+            processor = SymmetryLogitsProcessor(
+                self.tokenizer, [grammar] * len(items), width, [prefix for _, prefix in items]
+            )
             processors.append(processor)
         budget = grammar.max_new_chars() if constrained else 1024
         limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
@@ -281,12 +335,18 @@ class Predictor:
         cache = {}
         if self.prefill_once:
             # generate expands each item to num_beams rows (beam search) or num_return rows (sampling)
-            prefilled = prefilled_cache(self.model, inputs, mask, config.num_beams if config.num_beams > 1 else num_return)
+            prefilled = prefilled_cache(
+                self.model, inputs, mask, config.num_beams if config.num_beams > 1 else num_return
+            )
             if prefilled is not None:
                 cache = {prefilled[0]: prefilled[1]}
         with torch.no_grad():
             out = self.model.generate(
-                input_ids=inputs, attention_mask=mask, generation_config=config, logits_processor=processors, **cache,
+                input_ids=inputs,
+                attention_mask=mask,
+                generation_config=config,
+                logits_processor=processors,
+                **cache,
             )
         eos = self.tokenizer.eos_token_id
         texts: list[list[str]] = [[] for _ in items]
@@ -305,23 +365,39 @@ class Predictor:
         sg, orbits = parse_output(text)
         if sg is not None and check_assignment(sg, spec, orbits):
             counts = implied_counts(sg, spec, orbits)
-            return Hypothesis(sg, tuple(orbits), counts, format_output(sg, orbits, spec.elements), raw_valid=True)
+            return Hypothesis(
+                sg, tuple(orbits), counts, format_output(sg, orbits, spec.elements), raw_valid=True
+            )
         for candidate in ([sg] if sg is not None else []) + ([fallback_sg] if fallback_sg else []):
             try:
                 fixed = repair(candidate, spec, orbits)
             except ValueError:
                 continue
             return Hypothesis(
-                candidate, fixed.assignment, fixed.counts, format_output(candidate, fixed.assignment, spec.elements),
-                raw_valid=False, repaired=True,
+                candidate,
+                fixed.assignment,
+                fixed.counts,
+                format_output(candidate, fixed.assignment, spec.elements),
+                raw_valid=False,
+                repaired=True,
             )
         return None
 
     # ------------------------------------------------------------------ main entry
 
-    def predict(self, spec: CompositionSpec, property_name: str, value: float, *, top_k: int = 5,
-                constrained: bool = True, num_beams: int | None = None, sample: bool = False,
-                temperature: float = 1.0, seed: int = 0) -> Prediction:
+    def predict(
+        self,
+        spec: CompositionSpec,
+        property_name: str,
+        value: float,
+        *,
+        top_k: int = 5,
+        constrained: bool = True,
+        num_beams: int | None = None,
+        sample: bool = False,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> Prediction:
         """Top-``top_k`` distinct hypotheses for one composition and target (see :class:`Ranking`;
         ``num_beams`` overrides its beam width)."""
         import torch
@@ -335,7 +411,9 @@ class Predictor:
         prompt = self.prompt_ids(spec, property_name, value)
         grammar = OutputGrammar(spec)
         groups = list(grammar.groups)
-        sg_lp = sequence_logprobs(self.model, prompt, [self._encode(space_group_line(g) + "\n") for g in groups])
+        sg_lp = sequence_logprobs(
+            self.model, prompt, [self._encode(space_group_line(g) + "\n") for g in groups]
+        )
         ranked = [g for _, g in sorted(zip(sg_lp, groups), key=lambda t: -t[0])]
         sg_score = dict(zip(groups, sg_lp))
         found: dict = {}
@@ -350,9 +428,19 @@ class Predictor:
         if constrained:
             chosen = ranked[: max(top_k, ranking.candidates)]
             prefixes = [space_group_line(g) + "\n" + positions_line(g) + "\n" for g in chosen]
-            decoded = self._generate_batch([(prompt + self._encode(prefix), prefix) for prefix in prefixes], grammar,
-                                           constrained=True, sample=sample, num_beams=num_beams, num_return=1,
-                                           temperature=temperature) if chosen else []
+            decoded = (
+                self._generate_batch(
+                    [(prompt + self._encode(prefix), prefix) for prefix in prefixes],
+                    grammar,
+                    constrained=True,
+                    sample=sample,
+                    num_beams=num_beams,
+                    num_return=1,
+                    temperature=temperature,
+                )
+                if chosen
+                else []
+            )
             for g, texts in zip(chosen, decoded):  # in ranked order, as the hypotheses are deduplicated
                 add(texts, g)
             for _ in range(3):  # fewer feasible groups than top_k: sample other assignments
@@ -362,22 +450,48 @@ class Predictor:
                     if len(found) >= top_k:
                         break
                     prefix = space_group_line(g) + "\n" + positions_line(g) + "\n"
-                    add(self._generate(prompt + self._encode(prefix), grammar, prefix, constrained=True, sample=True,
-                                       num_beams=1, num_return=top_k, temperature=max(temperature, 1.0)), g)
+                    add(
+                        self._generate(
+                            prompt + self._encode(prefix),
+                            grammar,
+                            prefix,
+                            constrained=True,
+                            sample=True,
+                            num_beams=1,
+                            num_return=top_k,
+                            temperature=max(temperature, 1.0),
+                        ),
+                        g,
+                    )
         else:
-            texts = self._generate(prompt, grammar, "", constrained=False, sample=sample,
-                                   num_beams=max(num_beams, top_k), num_return=top_k, temperature=temperature)
+            texts = self._generate(
+                prompt,
+                grammar,
+                "",
+                constrained=False,
+                sample=sample,
+                num_beams=max(num_beams, top_k),
+                num_return=top_k,
+                temperature=temperature,
+            )
             add(texts, ranked[0])
         hypotheses = list(found.values())
         if hypotheses:
             eos = self.tokenizer.eos_token_id
-            scores = sequence_logprobs(self.model, prompt, [self._encode(h.output_text) + [eos] for h in hypotheses])
+            scores = sequence_logprobs(
+                self.model, prompt, [self._encode(h.output_text) + [eos] for h in hypotheses]
+            )
             prior = {}
             if self.neighbours is not None and ranking.prior_weight:
                 prior = self.neighbours.log_prior(
-                    spec.count_dict, {h.space_group for h in hypotheses}, k=ranking.prior_k, tau=ranking.prior_tau,
-                    floor=ranking.prior_floor, property_name=property_name,
-                    target=value if ranking.prior_tie_break == "property" else None)
+                    spec.count_dict,
+                    {h.space_group for h in hypotheses},
+                    k=ranking.prior_k,
+                    tau=ranking.prior_tau,
+                    floor=ranking.prior_floor,
+                    property_name=property_name,
+                    target=value if ranking.prior_tie_break == "property" else None,
+                )
             for h, s in zip(hypotheses, scores):
                 h.logprob = s
                 h.score = s + ranking.prior_weight * prior.get(h.space_group, 0.0)
@@ -418,8 +532,16 @@ def _number(raw: Any, what: str, where: str) -> float | None:
     return value
 
 
-def make_input(formula: Any, values: dict[str, float | None], *, mode: str = "auto", max_atoms: int = DEFAULT_MAX_ATOMS,
-               id: str | None = None, where: str = "input", property_name: str | None = None) -> PredictInput:
+def make_input(
+    formula: Any,
+    values: dict[str, float | None],
+    *,
+    mode: str = "auto",
+    max_atoms: int = DEFAULT_MAX_ATOMS,
+    id: str | None = None,
+    where: str = "input",
+    property_name: str | None = None,
+) -> PredictInput:
     """Validate one input (formula + at least one target value)."""
     if not isinstance(formula, str):
         raise InputError(f"{where}: formula must be a string")
@@ -438,8 +560,14 @@ def make_input(formula: Any, values: dict[str, float | None], *, mode: str = "au
     return PredictInput(formula, spec, property_name, values, id)
 
 
-def read_inputs(path: str | Path, kind: str, *, mode: str = "auto", max_atoms: int = DEFAULT_MAX_ATOMS,
-                property_name: str | None = None) -> list[PredictInput]:
+def read_inputs(
+    path: str | Path,
+    kind: str,
+    *,
+    mode: str = "auto",
+    max_atoms: int = DEFAULT_MAX_ATOMS,
+    property_name: str | None = None,
+) -> list[PredictInput]:
     """Inputs of a CSV (header with formula + band_gap / formation_energy[_per_atom]) or JSONL file."""
     path = Path(path)
     if not path.is_file():
@@ -475,8 +603,17 @@ def read_inputs(path: str | Path, kind: str, *, mode: str = "auto", max_atoms: i
                     values[name] = _number(row[key], name, where)
                     break
         ident = next((str(row[k]) for k in _ID_KEYS if row.get(k) not in (None, "")), None)
-        inputs.append(make_input(formula, values, mode=str(row.get("composition_mode") or mode), max_atoms=max_atoms,
-                                 id=ident, where=where, property_name=property_name))
+        inputs.append(
+            make_input(
+                formula,
+                values,
+                mode=str(row.get("composition_mode") or mode),
+                max_atoms=max_atoms,
+                id=ident,
+                where=where,
+                property_name=property_name,
+            )
+        )
     return inputs
 
 
@@ -486,16 +623,34 @@ def read_inputs(path: str | Path, kind: str, *, mode: str = "auto", max_atoms: i
 def add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
     """The :class:`Ranking` options (shared by ``llm_torch.predict`` and ``llm_torch.evaluate``)."""
     default = Ranking()
-    parser.add_argument("--num-beams", type=int, default=default.num_beams, help="beam width of the assignment decoding")
-    parser.add_argument("--candidates", type=int, default=default.candidates,
-                        help=f"space groups whose assignment is decoded (default {default.candidates}, at least --top-k)")
-    parser.add_argument("--prior-weight", type=float, default=default.prior_weight,
-                        help=f"weight of the nearest-composition prior (default {default.prior_weight})")
-    parser.add_argument("--no-prior", action="store_true", help="rank by the language model alone (prior weight 0)")
-    parser.add_argument("--prior-tie-break", choices=("property", "index"), default=default.prior_tie_break,
-                        help="order of equally distant neighbours at the k-th place of the prior: closest property "
-                             f"value first, or table order (default {default.prior_tie_break})")
-    parser.add_argument("--neighbours", help="composition table for the prior (default: the embedded MP-20 train table)")
+    parser.add_argument(
+        "--num-beams", type=int, default=default.num_beams, help="beam width of the assignment decoding"
+    )
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=default.candidates,
+        help=f"space groups whose assignment is decoded (default {default.candidates}, at least --top-k)",
+    )
+    parser.add_argument(
+        "--prior-weight",
+        type=float,
+        default=default.prior_weight,
+        help=f"weight of the nearest-composition prior (default {default.prior_weight})",
+    )
+    parser.add_argument(
+        "--no-prior", action="store_true", help="rank by the language model alone (prior weight 0)"
+    )
+    parser.add_argument(
+        "--prior-tie-break",
+        choices=("property", "index"),
+        default=default.prior_tie_break,
+        help="order of equally distant neighbours at the k-th place of the prior: closest property "
+        f"value first, or table order (default {default.prior_tie_break})",
+    )
+    parser.add_argument(
+        "--neighbours", help="composition table for the prior (default: the embedded MP-20 train table)"
+    )
 
 
 def ranking_from_args(args):
@@ -506,8 +661,12 @@ def ranking_from_args(args):
     if not math.isfinite(args.prior_weight) or args.prior_weight < 0:
         raise InputError("--prior-weight must be a finite number >= 0")
     weight = 0.0 if args.no_prior else args.prior_weight
-    ranking = Ranking(candidates=args.candidates, num_beams=args.num_beams, prior_weight=weight,
-                      prior_tie_break=args.prior_tie_break)
+    ranking = Ranking(
+        candidates=args.candidates,
+        num_beams=args.num_beams,
+        prior_weight=weight,
+        prior_tie_break=args.prior_tie_break,
+    )
     table = None
     if weight:
         try:
@@ -530,9 +689,13 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--jsonl", help="batch: JSON lines with formula and band_gap / formation_energy")
     parser.add_argument("--band-gap", type=float, help="target band gap in eV")
     parser.add_argument("--formation-energy", type=float, help="target formation energy in eV/atom")
-    parser.add_argument("--property", help="batch mode: which target column to use (band_gap or formation_energy)")
+    parser.add_argument(
+        "--property", help="batch mode: which target column to use (band_gap or formation_energy)"
+    )
     parser.add_argument("--composition-mode", choices=("auto", "cell", "reduced"), default="auto")
-    parser.add_argument("--max-atoms", type=int, default=DEFAULT_MAX_ATOMS, help="largest cell in reduced mode")
+    parser.add_argument(
+        "--max-atoms", type=int, default=DEFAULT_MAX_ATOMS, help="largest cell in reduced mode"
+    )
     parser.add_argument("--id", help="provenance id of a single input (default: the formula)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--model", help="model folder (default: the embedded model for the property)")
@@ -541,10 +704,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, npu or auto")
     parser.add_argument("--dtype", default="auto")
     add_ranking_arguments(parser)
-    parser.add_argument("--sample", action="store_true", help="sample the assignments instead of greedy decoding")
+    parser.add_argument(
+        "--sample", action="store_true", help="sample the assignments instead of greedy decoding"
+    )
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-constraints", action="store_true", help="free decoding + repair (for measuring)")
+    parser.add_argument(
+        "--no-constraints", action="store_true", help="free decoding + repair (for measuring)"
+    )
     parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
 
@@ -559,17 +726,32 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError("give exactly one target: --band-gap or --formation-energy")
             for name, v in given.items():
                 _number(v, name, "input")
-            inputs = [make_input(args.formula, given, mode=args.composition_mode, max_atoms=args.max_atoms,
-                                 id=args.id or args.formula.strip(), where="formula")]
+            inputs = [
+                make_input(
+                    args.formula,
+                    given,
+                    mode=args.composition_mode,
+                    max_atoms=args.max_atoms,
+                    id=args.id or args.formula.strip(),
+                    where="formula",
+                )
+            ]
         else:
             if args.band_gap is not None or args.formation_energy is not None:
-                raise InputError("in batch mode the targets come from the file (choose a column with --property)")
+                raise InputError(
+                    "in batch mode the targets come from the file (choose a column with --property)"
+                )
             try:
                 forced = canonical_property(args.property) if args.property else None
             except ValueError as error:
                 raise InputError(str(error)) from None
-            inputs = read_inputs(args.csv or args.jsonl, "csv" if args.csv else "jsonl",
-                                 mode=args.composition_mode, max_atoms=args.max_atoms, property_name=forced)
+            inputs = read_inputs(
+                args.csv or args.jsonl,
+                "csv" if args.csv else "jsonl",
+                mode=args.composition_mode,
+                max_atoms=args.max_atoms,
+                property_name=forced,
+            )
     except InputError as error:
         return _fail(str(error))
 
@@ -587,7 +769,9 @@ def main(argv: list[str] | None = None) -> int:
     for item in inputs:
         chosen = item.property_name or model_property or next(iter(item.values))
         if model_property and chosen != model_property:
-            return _fail(f"{item.formula}: model {model_dir.name} predicts from {model_property}, not {chosen}")
+            return _fail(
+                f"{item.formula}: model {model_dir.name} predicts from {model_property}, not {chosen}"
+            )
         if chosen not in item.values:
             return _fail(f"{item.formula}: no {chosen} value")
         item.property_name = chosen
@@ -600,17 +784,25 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-        predictor = Predictor.from_dir(model_dir, args.device, args.dtype, args.trust_remote_code, neighbours=table,
-                                       ranking=ranking)
+        predictor = Predictor.from_dir(
+            model_dir, args.device, args.dtype, args.trust_remote_code, neighbours=table, ranking=ranking
+        )
     except (OSError, RuntimeError, ValueError) as error:
-        return _fail(f"cannot load model {model_dir}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        return _fail(
+            f"cannot load model {model_dir}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        )
 
     lines, total, repaired = [], 0, 0
     for item in inputs:
         prediction = predictor.predict(
-            item.spec, item.property_name, item.values[item.property_name], top_k=args.top_k,
-            constrained=not args.no_constraints, sample=args.sample,
-            temperature=args.temperature, seed=args.seed,
+            item.spec,
+            item.property_name,
+            item.values[item.property_name],
+            top_k=args.top_k,
+            constrained=not args.no_constraints,
+            sample=args.sample,
+            temperature=args.temperature,
+            seed=args.seed,
         )
         for record in prediction.records(predictor.model_name, item.id or item.formula):
             lines.append(record.to_json())
@@ -623,7 +815,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     rate = repaired / total if total else 0.0
-    print(f"{len(inputs)} input(s), {total} hypotheses, repair needed for {repaired} ({rate:.1%})", file=sys.stderr)
+    print(
+        f"{len(inputs)} input(s), {total} hypotheses, repair needed for {repaired} ({rate:.1%})",
+        file=sys.stderr,
+    )
     return 0
 
 

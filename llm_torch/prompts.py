@@ -120,20 +120,27 @@ def orbit_line(element: str, letter: str, sg: int) -> str:
 def json_line(sg: int, assignment: Sequence[tuple[str, str]]) -> str:
     """The closing JSON object: the record's ``space_group`` and ``wyckoff`` (compact)."""
     wyckoff = [
-        {"element": e, "letter": letter, "multiplicity": _position(sg, letter).multiplicity} for e, letter in assignment
+        {"element": e, "letter": letter, "multiplicity": _position(sg, letter).multiplicity}
+        for e, letter in assignment
     ]
     obj = {"space_group": {"number": sg, "symbol": space_group_symbol(sg)}, "wyckoff": wyckoff}
     return json.dumps(obj, separators=(",", ":"))
 
 
-def sort_assignment(sg: int, assignment: Sequence[tuple[str, str]], elements: Sequence[str]) -> list[tuple[str, str]]:
+def sort_assignment(
+    sg: int, assignment: Sequence[tuple[str, str]], elements: Sequence[str]
+) -> list[tuple[str, str]]:
     """Canonical order: elements in ``elements`` order, then Wyckoff letters in table order."""
     letter_index = {p.letter: i for i, p in enumerate(wyckoff_positions(sg))}
     element_index = {e: i for i, e in enumerate(elements)}
-    return sorted(assignment, key=lambda o: (element_index.get(o[0], len(element_index)), letter_index.get(o[1], 99)))
+    return sorted(
+        assignment, key=lambda o: (element_index.get(o[0], len(element_index)), letter_index.get(o[1], 99))
+    )
 
 
-def format_output(sg: int, assignment: Sequence[tuple[str, str]], elements: Sequence[str] | None = None) -> str:
+def format_output(
+    sg: int, assignment: Sequence[tuple[str, str]], elements: Sequence[str] | None = None
+) -> str:
     """The full output text (no trailing newline). ``assignment``: ``(element, letter)`` pairs."""
     if elements is None:
         elements = list(dict.fromkeys(e for e, _ in assignment))
@@ -199,7 +206,11 @@ def build_prompt(
     return {
         "instruction": INSTRUCTION,
         "input": build_input(
-            counts, property_name, value, composition_mode=composition_mode, atomic_facts_table=atomic_facts_table
+            counts,
+            property_name,
+            value,
+            composition_mode=composition_mode,
+            atomic_facts_table=atomic_facts_table,
         ),
     }
 
@@ -304,7 +315,11 @@ def parse_output(text: str) -> tuple[int | None, list[tuple[str, str]]]:
                 sg = number
             if not orbits and isinstance(wyckoff, list):
                 for w in wyckoff:
-                    if isinstance(w, dict) and isinstance(w.get("element"), str) and isinstance(w.get("letter"), str):
+                    if (
+                        isinstance(w, dict)
+                        and isinstance(w.get("element"), str)
+                        and isinstance(w.get("letter"), str)
+                    ):
                         orbits.append((w["element"], w["letter"]))
             if sg is not None and orbits:
                 break

@@ -20,7 +20,14 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from .prompts import prompt_text
 
-__all__ = ["DEFAULT_VOCAB_SIZE", "EOS_TOKEN", "PAD_TOKEN", "corpus_texts", "load_tokenizer", "train_tokenizer"]
+__all__ = [
+    "DEFAULT_VOCAB_SIZE",
+    "EOS_TOKEN",
+    "PAD_TOKEN",
+    "corpus_texts",
+    "load_tokenizer",
+    "train_tokenizer",
+]
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"

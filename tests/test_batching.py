@@ -71,7 +71,9 @@ def check_batch(graphs: jraph.GraphsTuple, dataset, indices, first_position: int
     node_graph = np.repeat(np.arange(num_graphs), graphs.n_node)
     edge_graph = np.repeat(np.arange(num_graphs), graphs.n_edge)
     senders, receivers = np.asarray(graphs.senders), np.asarray(graphs.receivers)
-    assert ((senders >= 0) & (senders < num_nodes)).all() and ((receivers >= 0) & (receivers < num_nodes)).all()
+    assert ((senders >= 0) & (senders < num_nodes)).all() and (
+        (receivers >= 0) & (receivers < num_nodes)
+    ).all()
     # every edge stays inside its graph (jraph's segment convention), padding ones included
     np.testing.assert_array_equal(node_graph[senders], edge_graph)
     np.testing.assert_array_equal(node_graph[receivers], edge_graph)
@@ -83,7 +85,12 @@ def check_batch(graphs: jraph.GraphsTuple, dataset, indices, first_position: int
     offsets = dataset.atom_offsets
     for k, i in enumerate(indices):
         lo, hi = starts[k], starts[k + 1]
-        pairs = set(zip(senders[edge_start[k] : edge_start[k + 1]].tolist(), receivers[edge_start[k] : edge_start[k + 1]].tolist()))
+        pairs = set(
+            zip(
+                senders[edge_start[k] : edge_start[k + 1]].tolist(),
+                receivers[edge_start[k] : edge_start[k + 1]].tolist(),
+            )
+        )
         expected = {(a, b) for a in range(lo, hi) for b in range(lo, hi) if a != b}
         assert pairs == expected and len(pairs) == edge_start[k + 1] - edge_start[k]
         atoms = slice(offsets[i], offsets[i + 1])
@@ -98,8 +105,12 @@ def check_batch(graphs: jraph.GraphsTuple, dataset, indices, first_position: int
     np.testing.assert_array_equal(anchor[anchor], anchor)
     # padding nodes are inert: their own anchors, identity operations, no atoms
     np.testing.assert_array_equal(anchor[n_real:], np.arange(n_real, num_nodes))
-    np.testing.assert_array_equal(nodes["wyckoff_ops"][n_real:], np.broadcast_to(np.eye(4), (num_nodes - n_real, 4, 4)))
-    np.testing.assert_array_equal(nodes["ops_rotation_pinv"][n_real:], np.broadcast_to(np.eye(3), (num_nodes - n_real, 3, 3)))
+    np.testing.assert_array_equal(
+        nodes["wyckoff_ops"][n_real:], np.broadcast_to(np.eye(4), (num_nodes - n_real, 4, 4))
+    )
+    np.testing.assert_array_equal(
+        nodes["ops_rotation_pinv"][n_real:], np.broadcast_to(np.eye(3), (num_nodes - n_real, 3, 3))
+    )
     assert (nodes["atomic_numbers"][n_real:] == 0).all()
 
     # globals
@@ -107,7 +118,9 @@ def check_batch(graphs: jraph.GraphsTuple, dataset, indices, first_position: int
     np.testing.assert_array_equal(glob["spacegroup"][:g], dataset.spacegroup[indices])
     assert ((glob["spacegroup"] >= 1) & (glob["spacegroup"] <= 230)).all()  # padding graphs too
     # padding lattices are valid cells (a unit cube), so lattice maths never sees zeros
-    np.testing.assert_array_equal(glob["lattice_parameters"][g:], np.tile([1, 1, 1, 90, 90, 90], (num_graphs - g, 1)))
+    np.testing.assert_array_equal(
+        glob["lattice_parameters"][g:], np.tile([1, 1, 1, 90, 90, 90], (num_graphs - g, 1))
+    )
     props = dataset.properties[indices]
     np.testing.assert_array_equal(glob["property_mask"][:g], np.isfinite(props))
     np.testing.assert_allclose(glob["properties"][:g], np.where(np.isfinite(props), props, 0.0), rtol=1e-6)
@@ -178,7 +191,11 @@ def test_explicit_budget_and_overflow(fixture_dataset):
     budget = Budget(nodes=int(counts.sum()) + 10, edges=int((counts * (counts - 1)).sum()) + 7, graphs=6)
     graphs = graphs_from_dataset(dataset, indices, budget)
     check_batch(graphs, dataset, indices)
-    assert len(graphs.n_node) == 6 and len(graphs.nodes["mask"]) == budget.nodes and len(graphs.senders) == budget.edges
+    assert (
+        len(graphs.n_node) == 6
+        and len(graphs.nodes["mask"]) == budget.nodes
+        and len(graphs.senders) == budget.edges
+    )
     with pytest.raises(ValueError):
         graphs_from_dataset(dataset, indices, Budget(nodes=int(counts.sum()), edges=budget.edges, graphs=6))
     with pytest.raises(ValueError):
@@ -195,15 +212,28 @@ def test_jraph_padding_conventions(fixture_dataset):
         graphs = graphs_from_dataset(dataset, indices, budget)
         n_pad_graphs = int(jraph.get_number_of_padding_with_graphs_graphs(graphs))
         assert n_pad_graphs == len(graphs.n_node) - len(indices)
-        assert int(jraph.get_number_of_padding_with_graphs_nodes(graphs)) == len(graphs.nodes["mask"]) - counts.sum()
-        assert int(jraph.get_number_of_padding_with_graphs_edges(graphs)) == len(graphs.senders) - (counts * (counts - 1)).sum()
+        assert (
+            int(jraph.get_number_of_padding_with_graphs_nodes(graphs))
+            == len(graphs.nodes["mask"]) - counts.sum()
+        )
+        assert (
+            int(jraph.get_number_of_padding_with_graphs_edges(graphs))
+            == len(graphs.senders) - (counts * (counts - 1)).sum()
+        )
         np.testing.assert_array_equal(jraph.get_node_padding_mask(graphs), graphs.nodes["mask"])
         np.testing.assert_array_equal(jraph.get_graph_padding_mask(graphs), graphs.globals["mask"])
         unpadded = jraph.unpad_with_graphs(graphs)
         np.testing.assert_array_equal(unpadded.n_node, counts)
         np.testing.assert_array_equal(unpadded.n_edge, counts * (counts - 1))
-        np.testing.assert_array_equal(unpadded.nodes["atomic_numbers"], np.concatenate(
-            [dataset.atomic_numbers[dataset.atom_offsets[i] : dataset.atom_offsets[i + 1]] for i in indices]))
+        np.testing.assert_array_equal(
+            unpadded.nodes["atomic_numbers"],
+            np.concatenate(
+                [
+                    dataset.atomic_numbers[dataset.atom_offsets[i] : dataset.atom_offsets[i + 1]]
+                    for i in indices
+                ]
+            ),
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -219,7 +249,9 @@ def test_sharded_batch(fixture_dataset, num_shards):
         assert leaf.shape[0] == num_shards
     parts = np.split(indices, num_shards)
     nodes_needed = max(int(dataset.num_atoms[p].sum()) + 1 for p in parts)
-    edges_needed = max(int((dataset.num_atoms[p].astype(int) * (dataset.num_atoms[p] - 1)).sum()) for p in parts)
+    edges_needed = max(
+        int((dataset.num_atoms[p].astype(int) * (dataset.num_atoms[p] - 1)).sum()) for p in parts
+    )
     assert batch.nodes["mask"].shape == (num_shards, ladder_reference(nodes_needed))
     assert batch.senders.shape == (num_shards, ladder_reference(edges_needed))
     assert batch.n_node.shape == (num_shards, 16 // num_shards + 1)
@@ -274,7 +306,7 @@ def test_each_epoch_visits_every_crystal_once(fixture_dataset):
     it = BatchIterator(dataset, batch_size=8, seed=3)  # 8 divides 200: no crystal dropped
     assert it.steps_per_epoch == 25
     seen_epochs = []
-    for epoch in range(2):
+    for _epoch in range(2):
         seen = []
         for _ in range(25):
             step = it.step
@@ -338,11 +370,11 @@ def test_padded_batches_cover_the_crystals_in_order_with_one_or_per_batch_budget
     assert np.array_equal(np.concatenate([indices for indices, _ in common]), np.arange(len(dataset)))
     own = [budget_for([dataset.num_atoms[b].astype(np.int64)], 48) for b in common.indices]
     assert common.budget == Budget(max(b.nodes for b in own), max(b.edges for b in own), 49)
-    for indices, graphs in common:
+    for _indices, graphs in common:
         assert graphs.n_node.shape == (49,) and graphs.nodes["mask"].shape == (common.budget.nodes,)
     per_batch = PaddedBatches(dataset, 48, common_budget=False)
     assert per_batch.budget is None
-    for (indices, graphs), budget in zip(per_batch, own):
+    for (_indices, graphs), budget in zip(per_batch, own):
         assert graphs.nodes["mask"].shape == (budget.nodes,) and graphs.senders.shape == (budget.edges,)
     subset = PaddedBatches(dataset, 4, indices=np.arange(10, 20))
     assert [list(b) for b in subset.indices] == [[10, 11, 12, 13], [14, 15, 16, 17], [18, 19]]

@@ -85,7 +85,13 @@ def test_fixture_is_holdout_with_variety(fixture_rows):
 
     sgs = [r.spacegroup_number for r in fixture_rows]
     assert {crystal_system(s) for s in sgs} == {
-        "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic"
+        "triclinic",
+        "monoclinic",
+        "orthorhombic",
+        "tetragonal",
+        "trigonal",
+        "hexagonal",
+        "cubic",
     }
     assert {sg_symbol_from_int_number(s)[0] for s in sgs} >= set("PACIFR")
     assert len(set(sgs)) >= 40
@@ -96,9 +102,9 @@ def test_cif_parses_and_matches_formula(fixture_rows, fixture_structures):
 
     for r, s in zip(fixture_rows, fixture_structures):
         assert 1 <= len(s) <= 20
-        assert s.composition.reduced_composition.almost_equals(
-            Composition(r.formula).reduced_composition
-        ), r.source
+        assert s.composition.reduced_composition.almost_equals(Composition(r.formula).reduced_composition), (
+            r.source
+        )
     # the library function gives the same structure as a direct pymatgen parse
     for r, s in list(zip(fixture_rows, fixture_structures))[:10]:
         t = structure_from_cif(r.cif)
@@ -139,7 +145,10 @@ def test_plain_csv_with_upstream_index_column(tmp_path, fixture_rows):
     assert [r.source for r in rows] == [f"val.csv:{i}" for i in range(7)]
     for a, b in zip(rows, fixture_rows[:7]):
         assert (a.material_id, a.cif, a.formula, a.spacegroup_number) == (
-            b.material_id, b.cif, b.formula, b.spacegroup_number
+            b.material_id,
+            b.cif,
+            b.formula,
+            b.spacegroup_number,
         )
         assert a.properties == pytest.approx(b.properties, nan_ok=True)
     # gzip detected by content, not by name
@@ -151,7 +160,9 @@ def test_plain_csv_with_upstream_index_column(tmp_path, fixture_rows):
 def test_other_dataset_layouts(tmp_path, fixture_rows):
     cif = fixture_rows[0].cif
     carbon = tmp_path / "carbon.csv"
-    pd.DataFrame({"material_id": ["17", "18"], "cif": [cif, cif], "energy_per_atom": [-9.1, ""]}).to_csv(carbon)
+    pd.DataFrame({"material_id": ["17", "18"], "cif": [cif, cif], "energy_per_atom": [-9.1, ""]}).to_csv(
+        carbon
+    )
     rows = read_rows(carbon)
     assert rows[0].material_id == "17" and rows[0].formula == "" and rows[0].spacegroup_number is None
     assert rows[0].properties == {"energy_per_atom": -9.1}
@@ -162,8 +173,16 @@ def test_other_dataset_layouts(tmp_path, fixture_rows):
 
     perov = tmp_path / "perov.csv.gz"
     pd.DataFrame(
-        {"material_id": [3961], "cif": [cif], "formula": ["TiOsOFN"], "heat_all": [1.16],
-         "heat_ref": [1.43], "dir_gap": [0.0], "ind_gap": [0.0], "note": ["text"]}
+        {
+            "material_id": [3961],
+            "cif": [cif],
+            "formula": ["TiOsOFN"],
+            "heat_all": [1.16],
+            "heat_ref": [1.43],
+            "dir_gap": [0.0],
+            "ind_gap": [0.0],
+            "note": ["text"],
+        }
     ).to_csv(perov)
     (row,) = read_rows(perov)
     assert row.material_id == "3961" and row.formula == "TiOsOFN"
@@ -342,7 +361,10 @@ def test_cli_error_paths(tmp_path, capsys):
 def test_cli_subprocess_missing_file(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "unimdm_jax.data", "stats", str(tmp_path / "nope.csv.gz")],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

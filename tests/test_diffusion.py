@@ -35,8 +35,7 @@ def _np_score(x, sigma, n=50):
 def test_score_small_sigma_is_gaussian():
     sigma = 0.01
     x = np.linspace(-0.03, 0.03, 13)
-    np.testing.assert_allclose(dif.wrapped_normal_score(x, sigma), -x / sigma**2,
-                               rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(dif.wrapped_normal_score(x, sigma), -x / sigma**2, rtol=1e-5, atol=1e-3)
 
 
 def test_score_large_sigma_is_nearly_uniform():
@@ -165,8 +164,7 @@ def test_ddpm_step_with_true_eps_gives_posterior_mean(ddpm):
     mu = np.sqrt(abp) * bt / (1 - abt) * x0 + np.sqrt(at) * (1 - abp) / (1 - abt) * np.asarray(xt)
     np.testing.assert_allclose(dif.ddpm_step(xt, eps, t, 0 * z, ddpm), mu, rtol=1e-3, atol=1e-4)
     sig = np.asarray(ddpm.sigmas)[t][:, None]
-    np.testing.assert_allclose(dif.ddpm_step(xt, eps, t, z, ddpm), mu + sig * z,
-                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(dif.ddpm_step(xt, eps, t, z, ddpm), mu + sig * z, rtol=1e-3, atol=1e-4)
     # at t = 1 one exact step returns the data, whatever z is
     x1 = dif.q_sample(x0, 1, eps, ddpm)
     np.testing.assert_allclose(dif.ddpm_step(x1, eps, 1, z, ddpm), x0, atol=1e-4)
@@ -178,10 +176,12 @@ def test_corrector_step_formula():
     sig_t, lr, sb = 0.05, 1e-5, 0.005
     g = lr * (sig_t / sb) ** 2
     assert dif.ve_corrector_step(x, s, sig_t, lr, z, sb) == pytest.approx(
-        (x + g * s + np.sqrt(2 * g) * z) % 1, rel=1e-6)
+        (x + g * s + np.sqrt(2 * g) * z) % 1, rel=1e-6
+    )
     g2 = lr / (350.0 * sb**2)  # DiffCSP++ variant
     assert dif.ve_corrector_step(x, s, sig_t, lr, z, sb, sigma_norm=350.0) == pytest.approx(
-        (x + g2 * s + np.sqrt(2 * g2) * z) % 1, rel=1e-6)
+        (x + g2 * s + np.sqrt(2 * g2) * z) % 1, rel=1e-6
+    )
     # result is wrapped
     assert 0.0 <= float(dif.ve_corrector_step(0.999, 100.0, 0.5, 1e-3, 0.0)) < 1.0
 
@@ -200,15 +200,14 @@ def test_predictor_with_exact_score_maps_between_marginals():
     step = s_t**2 - s_p**2
     std = np.sqrt(s_p**2 * step / s_t**2)
     assert dif.ve_predictor_step(0.1, 2.0, s_t, s_p, 0.5) == pytest.approx(
-        0.1 + step * 2.0 + std * 0.5, rel=1e-6)
+        0.1 + step * 2.0 + std * 0.5, rel=1e-6
+    )
     # sigma_{t-1} = 0 (last step): deterministic, no noise
-    assert dif.ve_predictor_step(0.1, 2.0, s_t, 0.0, 123.0) == pytest.approx(
-        0.1 + s_t**2 * 2.0, rel=1e-6)
+    assert dif.ve_predictor_step(0.1, 2.0, s_t, 0.0, 123.0) == pytest.approx(0.1 + s_t**2 * 2.0, rel=1e-6)
 
 
 def test_wrap():
-    np.testing.assert_allclose(dif.wrap(jnp.array([-0.25, 0.0, 1.5, 3.75])),
-                               [0.75, 0.0, 0.5, 0.75])
+    np.testing.assert_allclose(dif.wrap(jnp.array([-0.25, 0.0, 1.5, 3.75])), [0.75, 0.0, 0.5, 0.75])
 
 
 # ------------------------------------------------------------------ losses
@@ -259,10 +258,14 @@ def test_respaced_schedules_keep_the_marginals_at_the_kept_steps():
     short = respace_schedules(full, 250)
     t = np.arange(0, 1001, 4)
     np.testing.assert_array_equal(np.asarray(short.network_t), t)
-    np.testing.assert_allclose(np.asarray(short.ddpm.alphas_cumprod)[1:], np.asarray(full.ddpm.alphas_cumprod)[t[1:]],
-                               rtol=1e-5)
-    np.testing.assert_allclose(np.cumprod(np.asarray(short.ddpm.alphas, np.float64)),
-                               np.asarray(short.ddpm.alphas_cumprod), rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(short.ddpm.alphas_cumprod)[1:], np.asarray(full.ddpm.alphas_cumprod)[t[1:]], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.cumprod(np.asarray(short.ddpm.alphas, np.float64)),
+        np.asarray(short.ddpm.alphas_cumprod),
+        rtol=1e-4,
+    )
     np.testing.assert_array_equal(np.asarray(short.ve.sigmas), np.asarray(full.ve.sigmas)[t])
     assert short.ve.sigmas[0] == 0 and short.ddpm.sigmas[1] == 0  # the last step is noise-free
     same = respace_schedules(full, 1000)

@@ -143,7 +143,9 @@ def test_sha_mismatch_against_lock_rejected(server, tmp_path):
     served = srv / "mp_20" / "train.csv"
     text = served.read_text()
     served.write_text(text.replace("mp-", "mq-", 1))
-    with pytest.raises(DownloadError, match=r"train\.csv: sha256 .* does not match MANIFEST\.lock\.json") as ei:
+    with pytest.raises(
+        DownloadError, match=r"train\.csv: sha256 .* does not match MANIFEST\.lock\.json"
+    ) as ei:
         download_dataset("mp_20", dest, base_url=url, manifest=_small_manifest(), force=True, progress=False)
     assert "\n" not in str(ei.value)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # nothing replaced, no temp files
@@ -151,7 +153,23 @@ def test_sha_mismatch_against_lock_rejected(server, tmp_path):
     # the CLI reports the same thing on one line with exit 1
     mf = tmp_path / "manifest.json"
     mf.write_text(json.dumps(manifest_to_json(_small_manifest())))
-    assert main(["download", "mp_20", "--dest", str(dest), "--base-url", url, "--manifest", str(mf), "--force", "-q"]) == 1
+    assert (
+        main(
+            [
+                "download",
+                "mp_20",
+                "--dest",
+                str(dest),
+                "--base-url",
+                url,
+                "--manifest",
+                str(mf),
+                "--force",
+                "-q",
+            ]
+        )
+        == 1
+    )
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
 
 
@@ -198,7 +216,11 @@ def test_verify_without_lock_then_lock(server, tmp_path):
     [
         (_small_manifest(val=4), r"val\.csv: 3 data rows, manifest expects 4"),
         (
-            {"mp_20": DatasetSpec("mp_20", "x", (FileSpec("train", 6, sha256="0" * 64),), ("material_id", "cif"))},
+            {
+                "mp_20": DatasetSpec(
+                    "mp_20", "x", (FileSpec("train", 6, sha256="0" * 64),), ("material_id", "cif")
+                )
+            },
             r"train\.csv: sha256 .* does not match manifest",
         ),
         (
@@ -223,7 +245,9 @@ def test_http_404_clean_error(server, tmp_path, capsys):
     url, srv = server
     dest = tmp_path / "data"
     (srv / "mp_20" / "test.csv").unlink()  # train and val download fine, test is 404
-    with pytest.raises(DownloadError, match=r"mp_20/test\.csv: HTTP 404 .* for http://127\.0\.0\.1:\d+/mp_20/test\.csv") as ei:
+    with pytest.raises(
+        DownloadError, match=r"mp_20/test\.csv: HTTP 404 .* for http://127\.0\.0\.1:\d+/mp_20/test\.csv"
+    ) as ei:
         download_dataset("mp_20", dest, base_url=url, manifest=_small_manifest(), progress=False)
     assert not isinstance(ei.value, OfflineError)
     assert not dest.exists()  # all-or-nothing: train/val temp files removed too
@@ -257,7 +281,9 @@ def test_unreachable_port_is_offline_exit_2(tmp_path, capsys):
     assert not dest.exists() and list(tmp_path.iterdir()) == []
 
     with pytest.raises(OfflineError):
-        download_dataset("mp_20", dest, base_url=f"http://127.0.0.1:{port}", manifest=_small_manifest(), progress=False)
+        download_dataset(
+            "mp_20", dest, base_url=f"http://127.0.0.1:{port}", manifest=_small_manifest(), progress=False
+        )
     assert not dest.exists()
 
 
@@ -269,8 +295,12 @@ def test_timeout_is_offline(tmp_path):
         port = listener.getsockname()[1]
         with pytest.raises(OfflineError, match=r"cannot reach 127\.0\.0\.1:\d+: timed out"):
             download_dataset(
-                "mp_20", tmp_path / "d", base_url=f"http://127.0.0.1:{port}",
-                manifest=_small_manifest(), timeout=0.3, progress=False,
+                "mp_20",
+                tmp_path / "d",
+                base_url=f"http://127.0.0.1:{port}",
+                manifest=_small_manifest(),
+                timeout=0.3,
+                progress=False,
             )
     assert not (tmp_path / "d").exists()
 

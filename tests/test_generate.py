@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from unimdm_jax import schema
-from unimdm_jax.generation import GenerationError, crystal_from_record, generate, merge_duplicates, read_symmetry
+from unimdm_jax.generation import (
+    GenerationError,
+    crystal_from_record,
+    generate,
+    merge_duplicates,
+    read_symmetry,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +33,9 @@ def record(sg: int, assignment, band_gap: float | None = 2.0) -> dict:
         "schema_version": schema.SCHEMA_VERSION,
         "composition": counts,
         "space_group": {"number": sg, "symbol": schema.space_group_symbol(sg)},
-        "wyckoff": [{"element": e, "letter": letter, "multiplicity": table[letter]} for e, letter in assignment],
+        "wyckoff": [
+            {"element": e, "letter": letter, "multiplicity": table[letter]} for e, letter in assignment
+        ],
         "properties": [] if band_gap is None else [{"name": "band_gap", "value": band_gap, "unit": "eV"}],
         "provenance": {"source": "user"},
     }
@@ -39,8 +47,14 @@ RUTILE = record(136, [("Ti", "a"), ("O", "f")], band_gap=3.0)  # P4_2/mnm, O at 
 
 
 def run_sample(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "unimdm_jax.sample", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "unimdm_jax.sample", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_crystal_from_record_matches_pyxtal_orbits():
@@ -61,7 +75,9 @@ def generated(tmp_path_factory):
     symmetry = folder / "records.jsonl"
     symmetry.write_text(json.dumps(ROCK_SALT) + "\n" + json.dumps(RUTILE) + "\n")
     out = folder / "out"
-    result = run_sample("--symmetry", str(symmetry), "-n", "4", "--out", str(out), "--seed", "1", "--no-dedup")
+    result = run_sample(
+        "--symmetry", str(symmetry), "-n", "4", "--out", str(out), "--seed", "1", "--no-dedup"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -103,8 +119,22 @@ def test_oracle_guided_sampling_keeps_the_symmetry_and_a_physical_cell(tmp_path)
     symmetry = tmp_path / "rutile.json"
     symmetry.write_text(json.dumps(RUTILE))
     out = tmp_path / "out"
-    result = run_sample("--symmetry", str(symmetry), "-n", "2", "--out", str(out), "--seed", "2", "--no-dedup",
-                        "--band-gap", "6.0", "--oracle-guidance", "10", "--quiet")
+    result = run_sample(
+        "--symmetry",
+        str(symmetry),
+        "-n",
+        "2",
+        "--out",
+        str(out),
+        "--seed",
+        "2",
+        "--no-dedup",
+        "--band-gap",
+        "6.0",
+        "--oracle-guidance",
+        "10",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["oracle_guidance"] == 10.0 and summary["settings"]["oracle_safeguards"] is True
@@ -130,12 +160,18 @@ def test_plausibility_flags_inflated_and_overlapping_cells():
     from unimdm_jax.metrics import is_plausible
 
     def salt(a, shift=0.0):
-        return Structure.from_spacegroup(225, Lattice.cubic(a), ["Na", "Cl"], [[shift, 0, 0], [0.5, 0.5, 0.5]])
+        return Structure.from_spacegroup(
+            225, Lattice.cubic(a), ["Na", "Cl"], [[shift, 0, 0], [0.5, 0.5, 0.5]]
+        )
 
     assert is_plausible(salt(5.64))  # 22.4 A^3 per atom
     assert not is_plausible(salt(15.0))  # 422 A^3 per atom: an inflated cell
-    assert not is_plausible(Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]]))  # 0.25 A apart
-    assert not is_plausible(Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.96, 0, 0]]))  # 0.2 A via PBC
+    assert not is_plausible(
+        Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    )  # 0.25 A apart
+    assert not is_plausible(
+        Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.96, 0, 0]])
+    )  # 0.2 A via PBC
 
 
 @pytest.mark.parametrize(
@@ -143,8 +179,17 @@ def test_plausibility_flags_inflated_and_overlapping_cells():
     [
         (["--formula", "Xx2O", "--band-gap", "1.0"], "unknown element 'Xx'"),
         (["--formula", "NaCl", "--band-gap", "50"], "outside the range"),
-        (["--formula", "NaCl", "--formation-energy", "-1.0", "--dit-checkpoint", "unimdm_jax/checkpoints/dit_mp20_cpu"],
-         "conditioned on band_gap"),
+        (
+            [
+                "--formula",
+                "NaCl",
+                "--formation-energy",
+                "-1.0",
+                "--dit-checkpoint",
+                "unimdm_jax/checkpoints/dit_mp20_cpu",
+            ],
+            "conditioned on band_gap",
+        ),
         (["--formula", "NaCl", "--formation-energy", "-9.0"], "outside the range"),
         (["--formula", "NaCl", "--band-gap", "1", "-n", "0"], "n must be"),
     ],
@@ -163,7 +208,11 @@ def test_sample_rejects_invalid_symmetry_file_and_non_empty_output(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
     result = run_sample("--symmetry", str(path), "--out", str(tmp_path / "out"))
-    assert result.returncode == 1 and "invalid symmetry record" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.returncode == 1
+        and "invalid symmetry record" in result.stderr
+        and len(result.stderr.strip().splitlines()) == 1
+    )
 
     path.write_text("{not json")
     result = run_sample("--symmetry", str(path), "--out", str(tmp_path / "out"))
@@ -185,9 +234,13 @@ def test_corrupt_or_missing_checkpoint_is_one_line(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    (broken / "config.json").write_text((REPO / "unimdm_jax/checkpoints/dit_mp20_cpu/config.json").read_text())
+    (broken / "config.json").write_text(
+        (REPO / "unimdm_jax/checkpoints/dit_mp20_cpu/config.json").read_text()
+    )
     for folder in (broken, tmp_path / "missing"):
-        result = run_sample("--symmetry", str(good), "--dit-checkpoint", str(folder), "--out", str(tmp_path / "o"))
+        result = run_sample(
+            "--symmetry", str(good), "--dit-checkpoint", str(folder), "--out", str(tmp_path / "o")
+        )
         assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not (tmp_path / "o").exists()
 
@@ -217,8 +270,10 @@ def test_sample_from_formula_uses_the_language_model(tmp_path, flag, value, lm, 
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    for name, card in ((lm, REPO / "llm_torch/checkpoints" / lm / "model_card.json"),
-                       (dit, REPO / "unimdm_jax/checkpoints" / dit / "model_card.json")):
+    for name, card in (
+        (lm, REPO / "llm_torch/checkpoints" / lm / "model_card.json"),
+        (dit, REPO / "unimdm_jax/checkpoints" / dit / "model_card.json"),
+    ):
         if not card.exists():
             pytest.skip(f"{name} is not packaged")
     out = tmp_path / "out"

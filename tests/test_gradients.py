@@ -62,15 +62,25 @@ def tiny(crystals):
     """A tiny Crystal DiT with random weights and the denoiser's inputs for 8 fixture
     crystals at step t = 20 of 50."""
     dataset = crystals
-    graphs = jax.tree_util.tree_map(jnp.asarray, graphs_from_dataset(dataset, np.arange(NUM_CRYSTALS), BUDGET))
+    graphs = jax.tree_util.tree_map(
+        jnp.asarray, graphs_from_dataset(dataset, np.arange(NUM_CRYSTALS), BUDGET)
+    )
     model = CrystalDiT(TINY)
     num_graphs = BUDGET.graphs
     k = lattice.lattice_to_k(lattice.lattice_params_to_matrix(graphs.globals["lattice_parameters"]))
     t = jnp.full((num_graphs,), 20)
     properties = jnp.linspace(0.5, 4.5, num_graphs)[:, None]
     use_condition = jnp.ones((num_graphs, 1), bool)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), graphs, graphs.nodes["frac_coords"], k, t, properties,
-                            use_condition)
+    shapes = jax.eval_shape(
+        model.init,
+        jax.random.PRNGKey(0),
+        graphs,
+        graphs.nodes["frac_coords"],
+        k,
+        t,
+        properties,
+        use_condition,
+    )
     params = jax.tree_util.tree_map_with_path(_random_weights(np.random.default_rng(0)), shapes)
     inputs = (graphs, graphs.nodes["frac_coords"], k, t, properties, use_condition)
     return model, params, inputs
@@ -116,8 +126,14 @@ def test_packaged_checkpoint_outputs_do_not_depend_on_the_hooks(crystals, name):
     num_graphs = graphs.globals["spacegroup"].shape[0]
     columns = list(property_columns(config.model, dataset.property_names))
     k = lattice.lattice_to_k(lattice.lattice_params_to_matrix(graphs.globals["lattice_parameters"]))
-    inputs = (graphs, graphs.nodes["frac_coords"], k, jnp.full((num_graphs,), 500),
-              graphs.globals["properties"][:, columns], graphs.globals["property_mask"][:, columns])
+    inputs = (
+        graphs,
+        graphs.nodes["frac_coords"],
+        k,
+        jnp.full((num_graphs,), 500),
+        graphs.globals["properties"][:, columns],
+        graphs.globals["property_mask"][:, columns],
+    )
     apply = jax.jit(model.apply, static_argnames="property_attention")
     plain = apply(params, *inputs)
     zeros = jnp.zeros((num_graphs, len(columns), config.model.hidden))
@@ -135,7 +151,11 @@ def test_property_sensitivity_matches_a_central_difference(tiny, apply):
     graphs, x, k, t, properties, use_condition = inputs
     node_mask, graph_mask = _real(graphs)
     sensitivity = gradients.property_sensitivity(model, params, *inputs)
-    assert sensitivity.coord_score.shape == (x.shape[0], 3, 1) and sensitivity.lattice_noise.shape == (k.shape[0], 6, 1)
+    assert sensitivity.coord_score.shape == (x.shape[0], 3, 1) and sensitivity.lattice_noise.shape == (
+        k.shape[0],
+        6,
+        1,
+    )
 
     step = 1e-2  # eV; the radial basis varies on its width (10 / 63 eV)
     plus = apply(params, graphs, x, k, t, properties + step, use_condition)
@@ -151,33 +171,46 @@ def test_property_sensitivity_matches_a_central_difference(tiny, apply):
     d_scores = np.asarray(sensitivity.coord_score[..., 0])
     for g in np.nonzero(graph_mask)[0]:
         atoms = (node_graph == g) & node_mask
-        np.testing.assert_allclose(sensitivity.coord_norm[g, 0], np.sqrt(np.mean(np.sum(d_scores[atoms] ** 2, 1))),
-                                   rtol=1e-5)
-        np.testing.assert_allclose(sensitivity.lattice_norm[g, 0], np.linalg.norm(sensitivity.lattice_noise[g, :, 0]),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            sensitivity.coord_norm[g, 0], np.sqrt(np.mean(np.sum(d_scores[atoms] ** 2, 1))), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            sensitivity.lattice_norm[g, 0], np.linalg.norm(sensitivity.lattice_noise[g, :, 0]), rtol=1e-5
+        )
 
 
 def test_ablation_and_dropped_condition_remove_the_property_exactly(tiny, apply):
     model, params, inputs = tiny
     graphs, x, k, t, properties, use_condition = inputs
     ablated = gradients.property_sensitivity(model, params, *inputs, property_attention=False)
-    dropped = gradients.property_sensitivity(model, params, graphs, x, k, t, properties, jnp.zeros_like(use_condition))
+    dropped = gradients.property_sensitivity(
+        model, params, graphs, x, k, t, properties, jnp.zeros_like(use_condition)
+    )
     for sensitivity in (ablated, dropped):
-        assert not np.any(np.asarray(sensitivity.coord_score)) and not np.any(np.asarray(sensitivity.lattice_noise))
+        assert not np.any(np.asarray(sensitivity.coord_score)) and not np.any(
+            np.asarray(sensitivity.lattice_noise)
+        )
 
     # without the path the outputs ignore the value and whether the condition is dropped
     result = gradients.attention_ablation(model, params, *inputs)
     other = gradients.attention_ablation(model, params, graphs, x, k, t, properties + 3.0, ~use_condition)
-    np.testing.assert_array_equal(np.asarray(result.ablated_coord_score), np.asarray(other.ablated_coord_score))
-    np.testing.assert_array_equal(np.asarray(result.ablated_lattice_noise), np.asarray(other.ablated_lattice_noise))
+    np.testing.assert_array_equal(
+        np.asarray(result.ablated_coord_score), np.asarray(other.ablated_coord_score)
+    )
+    np.testing.assert_array_equal(
+        np.asarray(result.ablated_lattice_noise), np.asarray(other.ablated_lattice_noise)
+    )
     # ... while with it they depend on the property, and the differences say by how much
     _, graph_mask = _real(graphs)
     assert np.all(np.asarray(result.coord_difference)[graph_mask] > 0)
-    np.testing.assert_allclose(result.lattice_difference,
-                               np.linalg.norm(np.asarray(result.lattice_noise - result.ablated_lattice_noise), axis=1),
-                               rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(result.coord_score), np.asarray(apply(params, *inputs)[0]),
-                               rtol=1e-5, atol=1e-5)  # another compilation: float rounding only
+    np.testing.assert_allclose(
+        result.lattice_difference,
+        np.linalg.norm(np.asarray(result.lattice_noise - result.ablated_lattice_noise), axis=1),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        np.asarray(result.coord_score), np.asarray(apply(params, *inputs)[0]), rtol=1e-5, atol=1e-5
+    )  # another compilation: float rounding only
 
 
 def test_embedding_gradient_matches_a_directional_difference(tiny, apply):
@@ -194,7 +227,9 @@ def test_embedding_gradient_matches_a_directional_difference(tiny, apply):
     direction = jax.random.normal(jax.random.PRNGKey(2), result.gradient.shape)
     step = 1e-2
     central = (energies(step * direction) - energies(-step * direction)) / (2 * step)
-    predicted = np.sum(np.asarray(result.gradient * direction), axis=(1, 2))  # crystal g only sees its own tokens
+    predicted = np.sum(
+        np.asarray(result.gradient * direction), axis=(1, 2)
+    )  # crystal g only sees its own tokens
     np.testing.assert_allclose(result.summary, energies(jnp.zeros_like(direction)), rtol=1e-6)
     np.testing.assert_allclose(predicted, central, rtol=2e-2, atol=2e-2 * np.abs(central).max())
     assert np.abs(central).max() > 0
@@ -207,7 +242,9 @@ def test_embedding_gradient_matches_a_directional_difference(tiny, apply):
 # Classifier guidance with stand-in oracles of known gradient
 # --------------------------------------------------------------------------------------
 def _crystal_mean(values, graphs, num_graphs):
-    return segment_mean(values, node_graph_index(graphs.n_node, values.shape[0]), num_graphs, graphs.nodes["mask"])
+    return segment_mean(
+        values, node_graph_index(graphs.n_node, values.shape[0]), num_graphs, graphs.nodes["mask"]
+    )
 
 
 def quadratic_oracle(params, graphs, frac_coords, k):
@@ -229,7 +266,9 @@ def test_oracle_guidance_is_the_gradient_of_the_gaussian_log_likelihood(tiny):
     guide = guidance.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma, keep_volume=False)
     grad_x, grad_k = jax.jit(guide)(graphs, x, k)
     # the default, volume-preserving guide is the same gradient without its k_6 (log volume) part
-    kept_x, kept_k = jax.jit(guidance.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma))(graphs, x, k)
+    kept_x, kept_k = jax.jit(guidance.oracle_guidance(quadratic_oracle, oracle_params, targets, 1, sigma))(
+        graphs, x, k
+    )
     np.testing.assert_array_equal(np.asarray(kept_x), np.asarray(grad_x))
     np.testing.assert_array_equal(np.asarray(kept_k)[:, :5], np.asarray(grad_k)[:, :5])
     assert not np.any(np.asarray(kept_k)[:, 5]) and np.any(np.asarray(grad_k)[:, 5])
@@ -239,10 +278,14 @@ def test_oracle_guidance_is_the_gradient_of_the_gaussian_log_likelihood(tiny):
     node_graph = np.asarray(node_graph_index(graphs.n_node, x.shape[0]))
     counts = np.bincount(node_graph[node_mask], minlength=k.shape[0])
     c, m = np.asarray(oracle_params["c"], np.float64), np.asarray(oracle_params["m"], np.float64)
-    value = np.bincount(node_graph[node_mask], np.sum((x[node_mask] - c) ** 2, 1), k.shape[0]) / np.maximum(counts, 1)
+    value = np.bincount(node_graph[node_mask], np.sum((x[node_mask] - c) ** 2, 1), k.shape[0]) / np.maximum(
+        counts, 1
+    )
     value += np.sum((k - m) ** 2, 1)
     weight = np.where(graph_mask & np.isfinite(targets), -(value - np.nan_to_num(targets)) / sigma**2, 0.0)
-    expected_x = weight[node_graph, None] * 2 * (x - c) / np.maximum(counts, 1)[node_graph, None] * node_mask[:, None]
+    expected_x = (
+        weight[node_graph, None] * 2 * (x - c) / np.maximum(counts, 1)[node_graph, None] * node_mask[:, None]
+    )
     expected_k = weight[:, None] * 2 * (k - m)
     np.testing.assert_allclose(np.asarray(grad_x), expected_x, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.asarray(grad_k), expected_k, rtol=1e-4, atol=1e-5)
@@ -257,12 +300,18 @@ def test_anchor_space_gradient_is_the_chain_rule_through_the_wyckoff_operations(
     moved = np.asarray(guidance.anchor_space_gradient(ops, anchor, atom_gradients))
 
     # the derivative of <g, x(x_a)> along each anchor's free directions, by jax.grad through apply_ops
-    free = wyckoff.project_to_anchor_space(ops, jnp.arange(x.shape[0]), jax.grad(
-        lambda anchors: jnp.sum(atom_gradients * wyckoff.apply_ops(ops, anchor, anchors)))(x))
-    np.testing.assert_allclose(moved, np.asarray(wyckoff.push_forward(ops, anchor, free)), rtol=1e-5, atol=1e-5)
+    free = wyckoff.project_to_anchor_space(
+        ops,
+        jnp.arange(x.shape[0]),
+        jax.grad(lambda anchors: jnp.sum(atom_gradients * wyckoff.apply_ops(ops, anchor, anchors)))(x),
+    )
+    np.testing.assert_allclose(
+        moved, np.asarray(wyckoff.push_forward(ops, anchor, free)), rtol=1e-5, atol=1e-5
+    )
     # and the result moves every orbit rigidly: atom i by R_i times its anchor's step
-    np.testing.assert_allclose(moved, np.asarray(wyckoff.push_forward(ops, anchor, jnp.asarray(moved))),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        moved, np.asarray(wyckoff.push_forward(ops, anchor, jnp.asarray(moved))), rtol=1e-5, atol=1e-5
+    )
 
 
 def standin_property(params, graphs, frac_coords, k):
@@ -282,12 +331,29 @@ def test_classifier_guidance_steers_sampling_and_keeps_the_symmetry(tiny, crysta
     use = jnp.ones((BUDGET.graphs, 1), bool)
 
     def run(classifier=None, scale=0.0, max_shift=np.inf):
-        return sample(params, model, graphs, jax.random.PRNGKey(7), schedules, DIFFUSION, condition, use,
-                      classifier=classifier, classifier_scale=scale, classifier_max_lattice_shift=max_shift)
+        return sample(
+            params,
+            model,
+            graphs,
+            jax.random.PRNGKey(7),
+            schedules,
+            DIFFUSION,
+            condition,
+            use,
+            classifier=classifier,
+            classifier_scale=scale,
+            classifier_max_lattice_shift=max_shift,
+        )
 
     def guide(a, b, target, keep_volume=False):
-        return guidance.oracle_guidance(standin_property, {"a": jnp.float32(a), "b": jnp.float32(b)},
-                                         jnp.full((BUDGET.graphs,), target), 0, 1.0, keep_volume=keep_volume)
+        return guidance.oracle_guidance(
+            standin_property,
+            {"a": jnp.float32(a), "b": jnp.float32(b)},
+            jnp.full((BUDGET.graphs,), target),
+            0,
+            1.0,
+            keep_volume=keep_volume,
+        )
 
     def coords_part(x, k):
         return np.asarray(standin_property({"a": 1.0, "b": 0.0}, graphs, x, k)[:, 0])[graph_mask]
@@ -350,13 +416,30 @@ def test_lattice_guidance_shift_is_bounded_by_one_noise_norm_per_step(tiny):
     model = PointMassDenoiser(tuple(float(a) for a in ddpm.alphas_cumprod))
     condition, use = jnp.zeros((BUDGET.graphs, 1)), jnp.zeros((BUDGET.graphs, 1), bool)
     # a runaway pull on k_6 (the log volume), as an oracle far from its data gives
-    runaway = guidance.oracle_guidance(standin_property, {"a": jnp.float32(0.0), "b": jnp.float32(1e4)},
-                                        jnp.full((BUDGET.graphs,), 1e6), 0, 1.0, keep_volume=False)
+    runaway = guidance.oracle_guidance(
+        standin_property,
+        {"a": jnp.float32(0.0), "b": jnp.float32(1e4)},
+        jnp.full((BUDGET.graphs,), 1e6),
+        0,
+        1.0,
+        keep_volume=False,
+    )
     max_shift = 0.05
 
     def run(classifier=None, bound=np.inf):
-        _, k = sample({}, model, graphs, jax.random.PRNGKey(3), schedules, DIFFUSION, condition, use,
-                      classifier=classifier, classifier_scale=1.0, classifier_max_lattice_shift=bound)
+        _, k = sample(
+            {},
+            model,
+            graphs,
+            jax.random.PRNGKey(3),
+            schedules,
+            DIFFUSION,
+            condition,
+            use,
+            classifier=classifier,
+            classifier_scale=1.0,
+            classifier_max_lattice_shift=bound,
+        )
         return np.asarray(k[:, 5], np.float64)[graph_mask]
 
     unguided, held, raw = run(), run(runaway, max_shift), run(runaway)
@@ -367,7 +450,9 @@ def test_lattice_guidance_shift_is_bounded_by_one_noise_norm_per_step(tiny):
     d = np.zeros_like(unguided)
     for t in range(DIFFUSION.timesteps, 0, -1):
         beta, alpha, abar = ddpm.betas[t], ddpm.alphas[t], ddpm.alphas_cumprod[t]
-        d = d * (1 - beta / (1 - abar)) / np.sqrt(alpha) + beta / (np.sqrt(alpha) * np.sqrt(1 - abar)) * max_shift * np.sqrt(free)
+        d = d * (1 - beta / (1 - abar)) / np.sqrt(alpha) + beta / (
+            np.sqrt(alpha) * np.sqrt(1 - abar)
+        ) * max_shift * np.sqrt(free)
     assert np.all(np.abs(unguided + d) < 0.5 * K_LIMIT)  # the closed form is not cut by the sampler's clip
     np.testing.assert_allclose(held - unguided, d, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(raw, K_LIMIT)  # unbounded, the cell runs to the clip
@@ -392,8 +477,20 @@ def test_coordinate_guidance_shift_is_bounded_per_orbit_by_one_score_norm(tiny):
     max_shift, step_lr = 0.05, 1e-5
 
     def run(classifier=None, bound=np.inf):
-        x, _ = sample({}, model, graphs, jax.random.PRNGKey(5), schedules, DIFFUSION, condition, use, step_lr=step_lr,
-                      classifier=classifier, classifier_scale=1.0, classifier_max_coordinate_shift=bound)
+        x, _ = sample(
+            {},
+            model,
+            graphs,
+            jax.random.PRNGKey(5),
+            schedules,
+            DIFFUSION,
+            condition,
+            use,
+            step_lr=step_lr,
+            classifier=classifier,
+            classifier_scale=1.0,
+            classifier_max_coordinate_shift=bound,
+        )
         return np.asarray(x, np.float64)
 
     unguided, held, raw = run(), run(pull, max_shift), run(pull)
@@ -404,7 +501,9 @@ def test_coordinate_guidance_shift_is_bounded_per_orbit_by_one_score_norm(tiny):
     # orbit: sum_{j in orbit} R_j^T R_j d, projected) and d_a = rank R_a its free directions.
     ops, anchor = np.asarray(graphs.nodes["wyckoff_ops"], np.float64), np.asarray(graphs.nodes["anchor"])
     rotations = ops[:, :3, :3]
-    pulled = np.einsum("nji,nj->ni", rotations, np.einsum("nij,j->ni", rotations, direction)) * node_mask[:, None]
+    pulled = (
+        np.einsum("nji,nj->ni", rotations, np.einsum("nij,j->ni", rotations, direction)) * node_mask[:, None]
+    )
     per_anchor = np.zeros_like(pulled)
     np.add.at(per_anchor, anchor, pulled)
     free_dims = np.array([np.linalg.matrix_rank(r, tol=1e-6) for r in rotations])
@@ -412,7 +511,10 @@ def test_coordinate_guidance_shift_is_bounded_per_orbit_by_one_score_norm(tiny):
     v = np.einsum("nij,nj->ni", projector, per_anchor)  # anchor rows meaningful
     atom_pull = np.einsum("nij,nj->ni", rotations, v[anchor])
     anchor_norm = np.linalg.norm(atom_pull, axis=1)[anchor]
-    sigmas, norms = np.asarray(schedules.ve.sigmas, np.float64), np.asarray(schedules.ve.sigmas_norm, np.float64)
+    sigmas, norms = (
+        np.asarray(schedules.ve.sigmas, np.float64),
+        np.asarray(schedules.ve.sigmas_norm, np.float64),
+    )
     displacement = np.zeros_like(unguided)
     for t in range(DIFFUSION.timesteps, 0, -1):
         drift = step_lr * (sigmas[t] / DIFFUSION.sigma_begin) ** 2 + sigmas[t] ** 2 - sigmas[t - 1] ** 2
@@ -424,7 +526,9 @@ def test_coordinate_guidance_shift_is_bounded_per_orbit_by_one_score_norm(tiny):
     def periodic_difference(a, b):
         return (a - b + 0.5) % 1.0 - 0.5
 
-    np.testing.assert_allclose(periodic_difference(held, unguided)[node_mask], displacement[node_mask], atol=2e-4)
+    np.testing.assert_allclose(
+        periodic_difference(held, unguided)[node_mask], displacement[node_mask], atol=2e-4
+    )
     # unbounded, a pull of 1e6 throws the atoms around (no relation to the bounded drift), but
     # fixed sites (no free direction: inf * 0 in the bound) stay finite
     assert np.isfinite(raw[node_mask]).all()

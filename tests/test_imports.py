@@ -31,6 +31,7 @@ def _imports(tree: ast.Module, inside_functions: bool, is_package: bool):
     those inside a def (they run later but are still a dependency: a function-local import
     hides a cycle, it does not remove it). ``if TYPE_CHECKING:`` blocks never run. A package's
     module ``__getattr__`` (the public API, loaded on first attribute access) is left out."""
+
     def walk(nodes):
         for node in nodes:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and not inside_functions:
@@ -43,6 +44,7 @@ def _imports(tree: ast.Module, inside_functions: bool, is_package: bool):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 yield node
             yield from walk(ast.iter_child_nodes(node))
+
     yield from walk(tree.body)
 
 
@@ -92,7 +94,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -144,8 +146,9 @@ print("ok")
 
 def test_torch_stage_and_schema_import_without_jax():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", JAX_POISON], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_POISON], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
@@ -168,6 +171,7 @@ def test_remote_run_imports_without_pymatgen_pandas_or_torch():
     """``python -m unimdm_jax.remote run`` runs on a lent accelerator with JAX but without the
     host's structure libraries (``unimdm_jax.remote``'s docstring)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", REMOTE_POISON], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_POISON], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

@@ -123,9 +123,7 @@ def test_k_is_o3_invariant(reflect):
     rng = np.random.default_rng(3 + reflect)
     for _, pm in FAMILY_LATTICES.values():
         r = _random_orthogonal(rng, reflect)
-        np.testing.assert_allclose(
-            lat.lattice_to_k(pm.matrix @ r.T), lat.lattice_to_k(pm.matrix), atol=1e-5
-        )
+        np.testing.assert_allclose(lat.lattice_to_k(pm.matrix @ r.T), lat.lattice_to_k(pm.matrix), atol=1e-5)
 
 
 def test_lattice_params_to_matrix_matches_pymatgen():
@@ -144,16 +142,27 @@ def test_lattice_params_to_matrix_matches_pymatgen():
 
 
 def test_crystal_family_boundaries_and_tables():
-    edges = {1: "triclinic", 2: "triclinic", 3: "monoclinic", 15: "monoclinic",
-             16: "orthorhombic", 74: "orthorhombic", 75: "tetragonal", 142: "tetragonal",
-             143: "hexagonal", 167: "hexagonal", 194: "hexagonal", 195: "cubic", 230: "cubic"}
+    edges = {
+        1: "triclinic",
+        2: "triclinic",
+        3: "monoclinic",
+        15: "monoclinic",
+        16: "orthorhombic",
+        74: "orthorhombic",
+        75: "tetragonal",
+        142: "tetragonal",
+        143: "hexagonal",
+        167: "hexagonal",
+        194: "hexagonal",
+        195: "cubic",
+        230: "cubic",
+    }
     for sg, fam in edges.items():
         assert lat.crystal_family(sg) == fam
     for bad in (0, 231):
         with pytest.raises(ValueError):
             lat.crystal_family(bad)
-    n_free = {"triclinic": 6, "monoclinic": 4, "orthorhombic": 3, "tetragonal": 2,
-              "hexagonal": 2, "cubic": 1}
+    n_free = {"triclinic": 6, "monoclinic": 4, "orthorhombic": 3, "tetragonal": 2, "hexagonal": 2, "cubic": 1}
     masks, biases = lat.mask_bias_table()
     assert masks.shape == biases.shape == (231, 6)
     for sg in range(1, 231):
@@ -164,8 +173,7 @@ def test_crystal_family_boundaries_and_tables():
         np.testing.assert_array_equal(biases[sg], b)
 
 
-PYXTAL_GROUPS = [1, 2, 4, 12, 15, 19, 36, 62, 71, 88, 123, 139, 146, 148, 160, 166, 186,
-                 194, 216, 229]
+PYXTAL_GROUPS = [1, 2, 4, 12, 15, 19, 36, 62, 71, 88, 123, 139, 146, 148, 160, 166, 186, 194, 216, 229]
 
 
 def test_pyxtal_lattices_satisfy_masks():
@@ -235,16 +243,19 @@ def test_grad_lattice_to_k_wrt_lattice():
                 e[i, j] = h
                 fd[i, j] = (f64(m + e) - f64(m - e)) / (2 * h)
         g = jax.grad(lambda mm: jnp.dot(lat.lattice_to_k(mm), w.astype(np.float32)))(
-            jnp.asarray(m, jnp.float32))
+            jnp.asarray(m, jnp.float32)
+        )
         assert np.all(np.isfinite(g))
         np.testing.assert_allclose(g, fd, rtol=1e-3, atol=1e-5)
 
 
 def test_log_volume_is_the_log_of_pymatgens_cell_volume():
     rng = np.random.default_rng(5)
-    for name, (sg, reference) in FAMILY_LATTICES.items():
+    for name, (_sg, reference) in FAMILY_LATTICES.items():
         k = np.asarray(lat.lattice_to_k(jnp.asarray(reference.matrix, jnp.float32)))
-        np.testing.assert_allclose(float(lat.log_volume(k)), np.log(reference.volume), rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            float(lat.log_volume(k)), np.log(reference.volume), rtol=1e-5, err_msg=name
+        )
     ks = rng.normal(scale=0.4, size=(16, 6)).astype(np.float32)
     volumes = [Lattice(np.asarray(m, np.float64)).volume for m in lat.k_to_lattice(jnp.asarray(ks))]
     np.testing.assert_allclose(np.asarray(lat.log_volume(ks)), np.log(volumes), rtol=1e-5, atol=1e-5)

@@ -23,7 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_predict(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "llm_torch.predict", *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "llm_torch.predict", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -37,7 +44,10 @@ def run_predict(*args, cwd=REPO):
         (["--formula", "H500", "--band-gap", "1"], "at most"),
         (["--formula", "NaCl", "--band-gap", "1", "--prior-weight", "-1"], "--prior-weight"),
         (["--formula", "NaCl", "--band-gap", "1", "--num-beams", "0"], "--num-beams"),
-        (["--formula", "NaCl", "--band-gap", "1", "--neighbours", "missing.npz"], "cannot read composition table"),
+        (
+            ["--formula", "NaCl", "--band-gap", "1", "--neighbours", "missing.npz"],
+            "cannot read composition table",
+        ),
     ],
 )
 def test_predict_bad_input(tmp_path, args, fragment):
@@ -54,11 +64,17 @@ def test_predict_batch_bad_row(tmp_path):
     inputs.write_text("formula,band_gap\nNaCl,5.0\nXx,1.0\n")
     out = tmp_path / "out.jsonl"
     result = run_predict("--csv", str(inputs), "--out", str(out))
-    assert result.returncode == 1 and "in.csv:3" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.returncode == 1
+        and "in.csv:3" in result.stderr
+        and len(result.stderr.strip().splitlines()) == 1
+    )
     assert not out.exists()
 
 
-@pytest.mark.skipif((CHECKPOINT_DIR / "small_glm4_bg" / "model_card.json").exists(), reason="an embedded model exists")
+@pytest.mark.skipif(
+    (CHECKPOINT_DIR / "small_glm4_bg" / "model_card.json").exists(), reason="an embedded model exists"
+)
 def test_predict_without_model_says_so(tmp_path):
     result = run_predict("--formula", "LiFePO4", "--band-gap", "3.0")
     assert result.returncode == 1
@@ -69,7 +85,11 @@ def test_predict_without_model_says_so(tmp_path):
 def test_rouge_hand_computed():
     # 6 tokens each; unigram overlap the x2, cat, on, mat = 5
     r1 = rouge_n("the cat sat on the mat", "the cat is on the mat", 1)
-    assert r1["precision"] == pytest.approx(5 / 6) and r1["recall"] == pytest.approx(5 / 6) and r1["f1"] == pytest.approx(5 / 6)
+    assert (
+        r1["precision"] == pytest.approx(5 / 6)
+        and r1["recall"] == pytest.approx(5 / 6)
+        and r1["f1"] == pytest.approx(5 / 6)
+    )
     # bigrams: {the cat, on the, the mat} shared out of 5 each
     assert rouge_n("the cat sat on the mat", "the cat is on the mat", 2)["f1"] == pytest.approx(3 / 5)
     # LCS = "the cat on the mat" (5 tokens)
@@ -110,19 +130,41 @@ def test_evaluate_cli_baselines(tmp_path, monkeypatch, records):
     from llm_torch import dataset
     from llm_torch.evaluate import main
 
-    monkeypatch.setattr(dataset, "csv_records", lambda path, limit=None, **kw: records[:limit] if limit else records)
+    monkeypatch.setattr(
+        dataset, "csv_records", lambda path, limit=None, **kw: records[:limit] if limit else records
+    )
     out = tmp_path / "results.json"
-    assert main(["--csv", "fixture.csv", "--limit", "20", "--train-csv", "fixture.csv", "--baselines-only",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--csv",
+                "fixture.csv",
+                "--limit",
+                "20",
+                "--train-csv",
+                "fixture.csv",
+                "--baselines-only",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     payload = json.loads(out.read_text())
     assert set(payload["results"]) == {"most_frequent", "nearest_composition"}
     assert payload["results"]["most_frequent"]["rows"] == 20
-    assert payload["data"]["composition_mode"] == "cell" and payload["command"].startswith("python -m llm_torch.evaluate")
-    assert payload["machine"]["cpu_count"] >= 1 and payload["date"].startswith("20")  # where and when, beside the numbers
+    assert payload["data"]["composition_mode"] == "cell" and payload["command"].startswith(
+        "python -m llm_torch.evaluate"
+    )
+    assert payload["machine"]["cpu_count"] >= 1 and payload["date"].startswith(
+        "20"
+    )  # where and when, beside the numbers
     assert payload["model"] is None  # no language model was evaluated
 
 
-def test_csv_records_offset_counts_the_same_rows_with_and_without_the_cache(tmp_path, monkeypatch, fixture_csv):
+def test_csv_records_offset_counts_the_same_rows_with_and_without_the_cache(
+    tmp_path, monkeypatch, fixture_csv
+):
     from llm_torch.dataset import csv_records
 
     monkeypatch.setenv("UNIMDM_CACHE", str(tmp_path / "cache"))
@@ -144,7 +186,7 @@ def test_evaluate_shards_merge_to_the_whole_evaluation(tmp_path, monkeypatch, re
     from llm_torch.evaluate import main
 
     def rows(path, limit=None, offset=0, **kw):
-        return records[offset:None if limit is None else offset + limit]
+        return records[offset : None if limit is None else offset + limit]
 
     monkeypatch.setattr(dataset, "csv_records", rows)
     common = ["--csv", "fixture.csv", "--train-csv", "fixture.csv", "--baselines-only"]
@@ -154,16 +196,32 @@ def test_evaluate_shards_merge_to_the_whole_evaluation(tmp_path, monkeypatch, re
     assert main([*common, "--offset", "15", "--limit", "25", "--out", str(b)]) == 0
     assert main(["--merge", str(b), str(a), "--out", str(merged)]) == 0
     expected, got = json.loads(whole.read_text()), json.loads(merged.read_text())
-    assert got["data"]["offset"] == 0 and got["data"]["limit"] == 40 and got["data"]["row_ranges"] == [[0, 15], [15, 40]]
+    assert (
+        got["data"]["offset"] == 0
+        and got["data"]["limit"] == 40
+        and got["data"]["row_ranges"] == [[0, 15], [15, 40]]
+    )
     for method, metrics in expected["results"].items():
-        for key in ("rouge1", "rouge2", "rougeL", "sg_top1", "sg_top5", "wyckoff_exact", "validity", "repair_rate",
-                    "rows", "hypotheses"):
+        for key in (
+            "rouge1",
+            "rouge2",
+            "rougeL",
+            "sg_top1",
+            "sg_top5",
+            "wyckoff_exact",
+            "validity",
+            "repair_rate",
+            "rows",
+            "hypotheses",
+        ):
             assert got["results"][method][key] == pytest.approx(metrics[key], abs=1e-12), (method, key)
     assert [s["rows"] for s in got["shards"]] == [[0, 15], [15, 40]]
     capsys.readouterr()
     # overlapping shards, or shards of another ranking, are refused with one line
     assert main(["--merge", str(a), str(whole), "--out", str(tmp_path / "x.json")]) == 1
-    assert capsys.readouterr().err.strip().splitlines() == ["error: shards overlap: rows 0-15 and 0-40 (0-based, end exclusive)"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: shards overlap: rows 0-15 and 0-40 (0-based, end exclusive)"
+    ]
     other = json.loads(b.read_text())
     other["ranking"]["num_beams"] = 99
     b.write_text(json.dumps(other))
@@ -192,12 +250,37 @@ def test_evaluate_writes_per_row_predictions_that_agree_with_its_metrics(tmp_pat
     folder = CHECKPOINT_DIR / "small_glm4_bg"
     if not (folder / "model_card.json").exists():
         pytest.skip("no embedded band-gap model")
-    monkeypatch.setattr(dataset, "csv_records",
-                        lambda path, limit=None, offset=0, **kw: records[offset:None if limit is None else offset + limit])
+    monkeypatch.setattr(
+        dataset,
+        "csv_records",
+        lambda path, limit=None, offset=0, **kw: records[offset : None if limit is None else offset + limit],
+    )
     out, predictions = tmp_path / "r.json", tmp_path / "rows.jsonl"
-    assert main(["--csv", "fixture.csv", "--train-csv", "fixture.csv", "--offset", "3", "--limit", "3", "--model",
-                 str(folder), "--num-beams", "1", "--candidates", "6", "--out", str(out),
-                 "--predictions", str(predictions)]) == 0
+    assert (
+        main(
+            [
+                "--csv",
+                "fixture.csv",
+                "--train-csv",
+                "fixture.csv",
+                "--offset",
+                "3",
+                "--limit",
+                "3",
+                "--model",
+                str(folder),
+                "--num-beams",
+                "1",
+                "--candidates",
+                "6",
+                "--out",
+                str(out),
+                "--predictions",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert [r["row"] for r in rows] == [3, 4, 5]
     table = CompositionNeighbours.load(DEFAULT_TABLE)
@@ -207,12 +290,21 @@ def test_evaluate_writes_per_row_predictions_that_agree_with_its_metrics(tmp_pat
         scores = [h["score"] for h in row["hypotheses"]]
         assert len(scores) >= 5 and scores == sorted(scores, reverse=True)
         groups = {h["space_group"] for h in row["hypotheses"]}
-        logs = table.log_prior(record.composition.counts, groups, k=50, tau=0.2, floor=1e-3,
-                               property_name="band_gap", target=row["value"])
+        logs = table.log_prior(
+            record.composition.counts,
+            groups,
+            k=50,
+            tau=0.2,
+            floor=1e-3,
+            property_name="band_gap",
+            target=row["value"],
+        )
         for h in row["hypotheses"]:
             assert h["score"] == pytest.approx(h["logprob"] + logs[h["space_group"]], abs=1e-4)
     metrics = json.loads(out.read_text())["results"]["lm:small_glm4_bg"]
-    assert metrics["sg_top1"] == pytest.approx(sum(r["hypotheses"][0]["space_group"] == r["space_group"] for r in rows) / 3)
+    assert metrics["sg_top1"] == pytest.approx(
+        sum(r["hypotheses"][0]["space_group"] == r["space_group"] for r in rows) / 3
+    )
     assert json.loads(out.read_text())["ranking"]["prior_tie_break"] == "property"
     assert math.isfinite(metrics["rouge1"])
 
@@ -225,14 +317,17 @@ def test_model_identity_names_the_weights_by_their_sha256(tmp_path):
     (tmp_path / "model_card.json").write_text(json.dumps({"name": "m", "command": "train it", "metrics": {}}))
     identity = model_identity(tmp_path)
     assert identity["weights_sha256"] == {
-        "model.safetensors": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}
+        "model.safetensors": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    }
     assert identity["card"] == {"name": "m", "command": "train it"}
     (tmp_path / "model_card.json").write_text("{not json")
     assert model_identity(tmp_path)["card"] is None
 
 
-EMBEDDED = [("small_glm4_bg", "band_gap", "--band-gap", 3.0),
-            ("small_glm4_fm", "formation_energy_per_atom", "--formation-energy", -2.1)]
+EMBEDDED = [
+    ("small_glm4_bg", "band_gap", "--band-gap", 3.0),
+    ("small_glm4_fm", "formation_energy_per_atom", "--formation-energy", -2.1),
+]
 
 
 @pytest.mark.parametrize("name, prop, flag, value", EMBEDDED, ids=[e[0] for e in EMBEDDED])
@@ -269,15 +364,30 @@ def test_merge_names_one_model_evaluated_from_two_folders_as_one_method():
     from llm_torch.evaluate import ROW_AVERAGES, merge_results
 
     def shard(offset, rows, folder, top1, sha="abc"):
-        metrics = {k: 0.5 for k in ROW_AVERAGES} | {"sg_top1": top1, "rows": rows, "hypotheses": 5 * rows,
-                                                    "repair_rate": 0.0, "seconds": 1.0}
-        return {"data": {"rows": "test.csv", "train": "train", "property": "band_gap", "composition_mode": "cell",
-                         "offset": offset, "records": rows},
-                "ranking": {"num_beams": 4}, "model": {"path": folder, "weights_sha256": {"model.safetensors": sha}},
-                "results": {"most_frequent": dict(metrics), f"lm:{folder}": dict(metrics)}}
+        metrics = {k: 0.5 for k in ROW_AVERAGES} | {
+            "sg_top1": top1,
+            "rows": rows,
+            "hypotheses": 5 * rows,
+            "repair_rate": 0.0,
+            "seconds": 1.0,
+        }
+        return {
+            "data": {
+                "rows": "test.csv",
+                "train": "train",
+                "property": "band_gap",
+                "composition_mode": "cell",
+                "offset": offset,
+                "records": rows,
+            },
+            "ranking": {"num_beams": 4},
+            "model": {"path": folder, "weights_sha256": {"model.safetensors": sha}},
+            "results": {"most_frequent": dict(metrics), f"lm:{folder}": dict(metrics)},
+        }
 
-    merged = merge_results([shard(0, 100, "export", 0.6), shard(100, 50, "embedded", 0.9),
-                            shard(150, 50, "embedded", 0.3)])
+    merged = merge_results(
+        [shard(0, 100, "export", 0.6), shard(100, 50, "embedded", 0.9), shard(150, 50, "embedded", 0.3)]
+    )
     assert set(merged["results"]) == {"most_frequent", "lm:embedded"}
     assert merged["results"]["lm:embedded"]["rows"] == 200
     assert merged["results"]["lm:embedded"]["sg_top1"] == pytest.approx((60 + 45 + 15) / 200)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from llm_torch.constraints import (
     CompositionError,
@@ -36,10 +35,15 @@ from unimdm_jax.schema import validate_record, wyckoff_positions
 
 def test_rock_salt_and_wurtzite():
     assert is_feasible(225, {"Na": 4, "Cl": 4})  # rock salt: Na 4a, Cl 4b
-    assert not is_feasible(225, {"Na": 1, "Cl": 1})  # a primitive-cell count cannot fill Fm-3m's F-centred cell
+    assert not is_feasible(
+        225, {"Na": 1, "Cl": 1}
+    )  # a primitive-cell count cannot fill Fm-3m's F-centred cell
     assert not is_feasible(225, {"Na": 2, "Cl": 2})
     assert is_feasible(186, {"Zn": 2, "O": 2})  # wurtzite: Zn 2b, O 2b (2b has a free z)
-    assert feasible_assignments(225, {"Na": 4, "Cl": 4}) == [(("Na", "a"), ("Cl", "b")), (("Na", "b"), ("Cl", "a"))]
+    assert feasible_assignments(225, {"Na": 4, "Cl": 4}) == [
+        (("Na", "a"), ("Cl", "b")),
+        (("Na", "b"), ("Cl", "a")),
+    ]
     assert (("Zn", "b"), ("O", "b")) in feasible_assignments(186, {"Zn": 2, "O": 2})
 
 
@@ -56,19 +60,29 @@ def test_fixed_points_are_used_once():
     assert not is_feasible(2, {**eight, "Na": 1})
     assert is_feasible(2, {**eight, "Na": 2})
     # perovskite SrTiO3 in Pm-3m: Sr 1a, Ti 1b, O 3c
-    assert (("Sr", "a"), ("Ti", "b"), ("O", "c")) in feasible_assignments(221, {"Sr": 1, "Ti": 1, "O": 3}, limit=None)
+    assert (("Sr", "a"), ("Ti", "b"), ("O", "c")) in feasible_assignments(
+        221, {"Sr": 1, "Ti": 1, "O": 3}, limit=None
+    )
 
 
 def test_every_composition_fits_p1_and_feasible_groups():
     spec = parse_composition("Li4Fe4P4O16")
     groups = feasible_space_groups(spec)
-    assert 1 in groups and 62 in groups and 225 not in groups  # Fm-3m: no 16-fold orbit for a 4-atom species set
+    assert (
+        1 in groups and 62 in groups and 225 not in groups
+    )  # Fm-3m: no 16-fold orbit for a 4-atom species set
     assert feasible_space_groups({"Na": 1, "Cl": 1})[0] == 1
 
 
 def test_check_assignment():
-    assert check_assignment(62, {"Li": 4, "Fe": 4, "P": 4, "O": 16}, [("Li", "a"), ("Fe", "c"), ("P", "c"), ("O", "c"), ("O", "c"), ("O", "d")])
-    assert not check_assignment(62, {"Li": 4, "Fe": 4, "P": 4, "O": 16}, [("Li", "a"), ("Li", "a"), ("P", "c"), ("O", "d")])
+    assert check_assignment(
+        62,
+        {"Li": 4, "Fe": 4, "P": 4, "O": 16},
+        [("Li", "a"), ("Fe", "c"), ("P", "c"), ("O", "c"), ("O", "c"), ("O", "d")],
+    )
+    assert not check_assignment(
+        62, {"Li": 4, "Fe": 4, "P": 4, "O": 16}, [("Li", "a"), ("Li", "a"), ("P", "c"), ("O", "d")]
+    )
     assert not check_assignment(225, {"Na": 4, "Cl": 4}, [("Na", "a"), ("Cl", "a")])  # 4a twice
     assert not check_assignment(225, {"Na": 4, "Cl": 4}, [("Na", "z"), ("Cl", "b")])
 
@@ -158,7 +172,11 @@ def random_records(draw):
     used, orbits, total = set(), [], 0
     for element in elements:
         for _ in range(draw(st.integers(1, 3))):
-            choices = [p for p in positions if not (p.dof == 0 and p.letter in used) and total + p.multiplicity <= 200]
+            choices = [
+                p
+                for p in positions
+                if not (p.dof == 0 and p.letter in used) and total + p.multiplicity <= 200
+            ]
             if not choices:
                 break
             p = draw(st.sampled_from(choices))
@@ -172,7 +190,11 @@ def random_records(draw):
     mult = {p.letter: p.multiplicity for p in positions}
     for e, letter in orbits:
         counts[e] = counts.get(e, 0) + mult[letter]
-    proposal = draw(st.lists(st.tuples(st.sampled_from(elements), st.sampled_from([p.letter for p in positions])), max_size=6))
+    proposal = draw(
+        st.lists(
+            st.tuples(st.sampled_from(elements), st.sampled_from([p.letter for p in positions])), max_size=6
+        )
+    )
     return sg, counts, orbits, proposal
 
 
@@ -219,7 +241,9 @@ def test_grammar_rejects_invalid_answers():
     grammar = OutputGrammar({"Na": 4, "Cl": 4})
     assert 225 in grammar.groups and grammar.accepts(format_output(225, [("Na", "a"), ("Cl", "b")]))
     assert not grammar.accepts(format_output(225, [("Na", "a"), ("Cl", "a")]))  # 4a twice
-    assert not grammar.accepts(format_output(225, [("Cl", "b"), ("Na", "a")]).replace("Na 4a\nCl 4b", "Cl 4b\nNa 4a"))
+    assert not grammar.accepts(
+        format_output(225, [("Cl", "b"), ("Na", "a")]).replace("Na 4a\nCl 4b", "Cl 4b\nNa 4a")
+    )
     assert grammar.consume("Space group: 2") is not None  # prefix of 2, 20-29, 200-230
     small = OutputGrammar({"Na": 1, "Cl": 1})
     assert small.consume(space_group_line(225)) is None  # infeasible group

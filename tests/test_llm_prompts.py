@@ -42,7 +42,10 @@ def test_round_trip_on_fixture_records(records, property_name):
         assert set(example) == {"instruction", "input", "output"}
         assert example["instruction"] == INSTRUCTION
         counts = record.composition.counts
-        assert "Atoms in the conventional cell: " + " ".join(f"{e}{n}" for e, n in counts.items()) in example["input"]
+        assert (
+            "Atoms in the conventional cell: " + " ".join(f"{e}{n}" for e, n in counts.items())
+            in example["input"]
+        )
         for element in counts:
             assert format_facts(atomic_facts(element)) in example["input"]
         unit = "eV/atom" if property_name == "formation_energy" else "eV"
@@ -59,7 +62,9 @@ def test_round_trip_on_fixture_records(records, property_name):
 
 
 def test_output_format_lines():
-    text = format_output(62, [("O", "d"), ("Li", "a"), ("O", "c"), ("Fe", "c"), ("P", "c"), ("O", "c")], ["Li", "Fe", "P", "O"])
+    text = format_output(
+        62, [("O", "d"), ("Li", "a"), ("O", "c"), ("Fe", "c"), ("P", "c"), ("O", "c")], ["Li", "Fe", "P", "O"]
+    )
     lines = text.splitlines()
     assert lines[0] == "Space group: 62 (Pnma)"
     assert lines[1] == "Wyckoff positions (label:free parameters): 4a:0 4b:0 4c:2 8d:3"
@@ -114,8 +119,13 @@ def test_composition_modes_of_the_training_data(records):
     by_id = {}
     for row in both:
         by_id.setdefault(row["meta"]["id"], {})[row["meta"]["composition_mode"]] = row
-    assert all(set(v) == {"cell", "reduced"} and v["cell"]["output"] == v["reduced"]["output"] for v in by_id.values())
-    assert all(row["input"] == by_id[row["meta"]["id"]][row["meta"]["composition_mode"]]["input"] for row in mixed)
+    assert all(
+        set(v) == {"cell", "reduced"} and v["cell"]["output"] == v["reduced"]["output"]
+        for v in by_id.values()
+    )
+    assert all(
+        row["input"] == by_id[row["meta"]["id"]][row["meta"]["composition_mode"]]["input"] for row in mixed
+    )
     assert {row["meta"]["composition_mode"] for row in mixed} == {"cell", "reduced"}
     with pytest.raises(ValueError, match="composition mode"):
         list(examples_from_records(records, "band_gap", composition_mode="half"))

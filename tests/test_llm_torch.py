@@ -51,7 +51,13 @@ def tokenizer(examples, tmp_path_factory):
 def tiny_model(tokenizer):
     from llm_torch.model import small_glm4
 
-    model = small_glm4(len(tokenizer), seed=0, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **TINY)
+    model = small_glm4(
+        len(tokenizer),
+        seed=0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **TINY,
+    )
     return model.eval()
 
 
@@ -105,15 +111,23 @@ def _generate(model, tokenizer, spec, prompt_ids, *, sample, num_beams=1, num_re
     inputs = torch.tensor([prompt_ids])
     processor = SymmetryLogitsProcessor(tokenizer, [grammar], inputs.shape[1])
     config = GenerationConfig(
-        max_new_tokens=grammar.max_new_chars(), do_sample=sample, num_beams=num_beams, num_return_sequences=num_return,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=grammar.max_new_chars(),
+        do_sample=sample,
+        num_beams=num_beams,
+        num_return_sequences=num_return,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         **({"top_k": 0, "top_p": 1.0} if sample else {}),
     )
     with torch.no_grad():
-        out = model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
-                             logits_processor=[processor])
+        out = model.generate(
+            input_ids=inputs,
+            attention_mask=torch.ones_like(inputs),
+            generation_config=config,
+            logits_processor=[processor],
+        )
     texts = []
-    for row in out[:, inputs.shape[1]:].tolist():
+    for row in out[:, inputs.shape[1] :].tolist():
         assert tokenizer.eos_token_id in row  # every sequence finished
         row = row[: row.index(tokenizer.eos_token_id)]
         texts.append("".join(processor.trie.texts[t] for t in row))
@@ -126,13 +140,26 @@ def test_constrained_decoding_random_model_is_always_valid(tiny_model, tokenizer
     from llm_torch.decoding import encode
 
     cases = [(CompositionSpec.from_counts(r.composition.counts), r.property("band_gap")) for r in records[:6]]
-    cases += [(parse_composition("LiFePO4"), 3.0), (parse_composition("SrTiO3"), 1.8), (parse_composition("Si"), 1.1)]
+    cases += [
+        (parse_composition("LiFePO4"), 3.0),
+        (parse_composition("SrTiO3"), 1.8),
+        (parse_composition("Si"), 1.1),
+    ]
     n = 0
     for i, (spec, value) in enumerate(cases):
         example = build_prompt(spec.count_dict, "band_gap", value, composition_mode=spec.mode)
         prompt_ids = encode(tokenizer, prompt_text(example, style="plain"))
         for sample, beams, ret in ((True, 1, 2), (False, 2, 1)):
-            grammar, texts = _generate(tiny_model, tokenizer, spec, prompt_ids, sample=sample, num_beams=beams, num_return=ret, seed=i)
+            grammar, texts = _generate(
+                tiny_model,
+                tokenizer,
+                spec,
+                prompt_ids,
+                sample=sample,
+                num_beams=beams,
+                num_return=ret,
+                seed=i,
+            )
             for text in texts:
                 assert grammar.accepts(text), text
                 sg, orbits = parse_output(text)
@@ -140,7 +167,9 @@ def test_constrained_decoding_random_model_is_always_valid(tiny_model, tokenizer
                 counts = Counter()
                 for e, letter in orbits:
                     counts[e] += next(p.multiplicity for p in wyckoff_positions(sg) if p.letter == letter)
-                validate_record(make_record(sg, {e: counts[e] for e in spec.elements}, orbits, [("band_gap", value)]))
+                validate_record(
+                    make_record(sg, {e: counts[e] for e in spec.elements}, orbits, [("band_gap", value)])
+                )
                 n += 1
     assert n == 3 * len(cases)
 
@@ -187,7 +216,9 @@ def test_predictor_ranks_by_logprob_plus_weighted_neighbour_prior(tiny_model, to
     from unimdm_jax.schema import ELEMENT_SYMBOLS
 
     spec = parse_composition("Na4Cl4")
-    alone = Predictor(tiny_model, tokenizer, ranking=Ranking(candidates=6, prior_weight=0.0)).predict(spec, "band_gap", 2.0, top_k=6)
+    alone = Predictor(tiny_model, tokenizer, ranking=Ranking(candidates=6, prior_weight=0.0)).predict(
+        spec, "band_gap", 2.0, top_k=6
+    )
     groups = [h.space_group for h in alone.hypotheses]
     assert all(h.score == h.logprob for h in alone.hypotheses)
     # a table in which every NaCl-like crystal has the group the LM ranks last
@@ -196,7 +227,9 @@ def test_predictor_ranks_by_logprob_plus_weighted_neighbour_prior(tiny_model, to
     fractions[:, ELEMENT_SYMBOLS.index("Na")] = fractions[:, ELEMENT_SYMBOLS.index("Cl")] = 0.5
     table = CompositionNeighbours(fractions, [favourite] * 3)
     ranking = Ranking(candidates=6, prior_weight=2.0, prior_k=3, prior_tau=0.2, prior_floor=1e-3)
-    ranked = Predictor(tiny_model, tokenizer, neighbours=table, ranking=ranking).predict(spec, "band_gap", 2.0, top_k=6)
+    ranked = Predictor(tiny_model, tokenizer, neighbours=table, ranking=ranking).predict(
+        spec, "band_gap", 2.0, top_k=6
+    )
     assert {h.key() for h in ranked.hypotheses} == {h.key() for h in alone.hypotheses}  # same candidates
     logprob = {h.key(): h.logprob for h in alone.hypotheses}
     for h in ranked.hypotheses:
@@ -213,10 +246,25 @@ def _config(tmp_path, jsonl, **kw):
     from llm_torch.finetune import FinetuneConfig
 
     base = dict(
-        name="tiny", mode="scratch", output_dir=str(tmp_path / "run"), train_jsonl=str(jsonl), eval_jsonl=str(jsonl),
-        train_split=None, eval_split=None, limit_train=8, limit_eval=8, vocab_size=512, model=TINY,
-        batch_size=8, learning_rate=1e-2, warmup_steps=0, lr_schedule="constant", log_every=1, save_every=3,
-        device="cpu", max_steps=6,
+        name="tiny",
+        mode="scratch",
+        output_dir=str(tmp_path / "run"),
+        train_jsonl=str(jsonl),
+        eval_jsonl=str(jsonl),
+        train_split=None,
+        eval_split=None,
+        limit_train=8,
+        limit_eval=8,
+        vocab_size=512,
+        model=TINY,
+        batch_size=8,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        lr_schedule="constant",
+        log_every=1,
+        save_every=3,
+        device="cpu",
+        max_steps=6,
     )
     base.update(kw)
     return FinetuneConfig(**base)
@@ -251,8 +299,18 @@ def test_finetune_lora_saves_adapter(tmp_path, examples, tokenizer, tiny_model):
     tokenizer.save_pretrained(base)
     jsonl = tmp_path / "train.jsonl"
     write_jsonl(examples[:8], jsonl)
-    card = train(_config(tmp_path, jsonl, mode="lora", base_model=str(base), max_steps=1, learning_rate=1e-3,
-                         gradient_checkpointing=True, dtype="fp32"))
+    card = train(
+        _config(
+            tmp_path,
+            jsonl,
+            mode="lora",
+            base_model=str(base),
+            max_steps=1,
+            learning_rate=1e-3,
+            gradient_checkpointing=True,
+            dtype="fp32",
+        )
+    )
     final = tmp_path / "run" / "final"
     assert (final / "adapter_model.safetensors").exists()
     adapter = json.loads((final / "adapter_config.json").read_text())
@@ -358,8 +416,10 @@ def test_prefilling_each_prompt_once_gives_the_same_answers_and_skips_the_copies
 
     predictor.model.forward = recording_forward
     try:
-        for kwargs in (dict(sample=False, num_beams=4, num_return=2, temperature=1.0),
-                       dict(sample=True, num_beams=1, num_return=3, temperature=1.0)):
+        for kwargs in (
+            dict(sample=False, num_beams=4, num_return=2, temperature=1.0),
+            dict(sample=True, num_beams=1, num_return=3, temperature=1.0),
+        ):
             answers = {}
             for once in (False, True):
                 predictor.prefill_once = once

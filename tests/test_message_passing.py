@@ -29,10 +29,14 @@ def layer_inputs():
     rng = np.random.default_rng(0)
     n, hidden = 5, 16
     senders, receivers = _fully_connected(n)
-    return dict(h=jnp.asarray(rng.normal(size=(n, hidden)), jnp.float32),
-                frac_coords=jnp.asarray(rng.uniform(size=(n, 3)), jnp.float32),
-                k_per_node=jnp.asarray(np.tile(rng.normal(size=(1, 6)), (n, 1)), jnp.float32),
-                senders=senders, receivers=receivers, edge_mask=jnp.ones(senders.shape, bool))
+    return dict(
+        h=jnp.asarray(rng.normal(size=(n, hidden)), jnp.float32),
+        frac_coords=jnp.asarray(rng.uniform(size=(n, 3)), jnp.float32),
+        k_per_node=jnp.asarray(np.tile(rng.normal(size=(1, 6)), (n, 1)), jnp.float32),
+        senders=senders,
+        receivers=receivers,
+        edge_mask=jnp.ones(senders.shape, bool),
+    )
 
 
 def test_two_layer_message_is_the_reference_mlp_on_the_concatenation(layer_inputs):
@@ -50,10 +54,18 @@ def test_two_layer_message_is_the_reference_mlp_on_the_concatenation(layer_input
     delta = np.mod(np.asarray(inputs["frac_coords"])[s] - np.asarray(inputs["frac_coords"])[r], 1.0)
     angles = 2 * np.pi * delta[..., None] * np.arange(0, 8)  # frequencies 0..7
     fourier = np.concatenate([np.sin(angles), np.cos(angles)], -1).reshape(len(s), -1)
-    concat = np.concatenate([np.asarray(h_norm)[r], np.asarray(h_norm)[s], np.asarray(inputs["k_per_node"])[r],
-                             fourier], -1)
-    w1 = np.concatenate([p["from_receiver"]["kernel"], p["from_sender"]["kernel"], p["from_lattice"]["kernel"],
-                         p["from_fourier"]["kernel"]], 0)
+    concat = np.concatenate(
+        [np.asarray(h_norm)[r], np.asarray(h_norm)[s], np.asarray(inputs["k_per_node"])[r], fourier], -1
+    )
+    w1 = np.concatenate(
+        [
+            p["from_receiver"]["kernel"],
+            p["from_sender"]["kernel"],
+            p["from_lattice"]["kernel"],
+            p["from_fourier"]["kernel"],
+        ],
+        0,
+    )
     silu = lambda x: x / (1 + np.exp(-x))  # noqa: E731
     m = silu(concat @ w1 + p["from_receiver"]["bias"])
     m = silu(m @ p["message_1"]["kernel"] + p["message_1"]["bias"])
@@ -76,9 +88,13 @@ def test_every_variant_is_invariant_to_periodic_translation_and_permutation(laye
     np.testing.assert_allclose(np.asarray(layer.apply(params, **shifted)), base, atol=2e-5)
     order = np.asarray([3, 0, 4, 1, 2])
     inverse = np.argsort(order)
-    permuted = dict(inputs, h=inputs["h"][order], frac_coords=inputs["frac_coords"][order],
-                    senders=jnp.asarray(inverse)[inputs["senders"]],
-                    receivers=jnp.asarray(inverse)[inputs["receivers"]])
+    permuted = dict(
+        inputs,
+        h=inputs["h"][order],
+        frac_coords=inputs["frac_coords"][order],
+        senders=jnp.asarray(inverse)[inputs["senders"]],
+        receivers=jnp.asarray(inverse)[inputs["receivers"]],
+    )
     np.testing.assert_allclose(np.asarray(layer.apply(params, **permuted)), base[order], atol=2e-5)
 
 
@@ -97,5 +113,9 @@ def test_network_without_attention_has_no_attention_block_and_still_reads_the_pr
     _, high = model.apply(params, *args, jnp.full((num_graphs, 1), 6.0), cond)
     assert float(jnp.abs(low - high).max()) > 1e-6
     with_attention = CrystalDiT(dataclasses.replace(config, attention=True))
-    assert any(name.startswith("dit_block") for name in
-               with_attention.init(jax.random.PRNGKey(0), *args, jnp.zeros((num_graphs, 1)), cond)["params"])
+    assert any(
+        name.startswith("dit_block")
+        for name in with_attention.init(jax.random.PRNGKey(0), *args, jnp.zeros((num_graphs, 1)), cond)[
+            "params"
+        ]
+    )

@@ -34,11 +34,15 @@ def kernel_spec_dir(tmp_path_factory) -> Path:
     kernels = tmp_path_factory.mktemp("kernels")
     spec = kernels / KERNEL_NAME
     spec.mkdir()
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"Python {sys.version_info.major}.{sys.version_info.minor} (tests)",
-        "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": f"Python {sys.version_info.major}.{sys.version_info.minor} (tests)",
+                "language": "python",
+            }
+        )
+    )
     return kernels
 
 
@@ -46,7 +50,11 @@ def kernel_env() -> dict[str, str]:
     """The kernel's environment: this one, on CPU, without the test suite's forced
     2-device host platform (conftest), so the notebooks see what a user sees."""
     env = dict(os.environ)
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    flags = [
+        f
+        for f in env.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
     if flags:
         env["XLA_FLAGS"] = " ".join(flags)
     else:
@@ -61,8 +69,10 @@ def failing_cell(notebook) -> str:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 traceback = ANSI.sub("", "\n".join(output.get("traceback", [])))
-                return (f"cell {index} failed: {output.get('ename')}: {output.get('evalue')}\n"
-                        f"--- source ---\n{cell.source}\n--- traceback ---\n{traceback[-4000:]}")
+                return (
+                    f"cell {index} failed: {output.get('ename')}: {output.get('evalue')}\n"
+                    f"--- source ---\n{cell.source}\n--- traceback ---\n{traceback[-4000:]}"
+                )
     return ""
 
 
@@ -76,8 +86,11 @@ def test_notebook_is_stored_without_outputs(path):
     nbformat.validate(notebook)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert code, "no code cells"
-    dirty = [i for i, c in enumerate(notebook.cells)
-             if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    dirty = [
+        i
+        for i, c in enumerate(notebook.cells)
+        if c.cell_type == "code" and (c.outputs or c.execution_count is not None)
+    ]
     assert not dirty, f"cells {dirty} carry outputs or execution counts: clear them before committing"
 
 
@@ -92,8 +105,13 @@ def test_notebook_runs(path, kernel_spec_dir, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     specs = KernelSpecManager(kernel_dirs=[str(kernel_spec_dir)], ensure_native_kernel=False)
     manager = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
-    client = NotebookClient(notebook, km=manager, timeout=CELL_TIMEOUT, kernel_name=KERNEL_NAME,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook,
+        km=manager,
+        timeout=CELL_TIMEOUT,
+        kernel_name=KERNEL_NAME,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     detail = None
     try:
         client.execute(env=kernel_env())

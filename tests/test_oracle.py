@@ -54,7 +54,9 @@ def test_predictions_are_invariant_to_atom_order_and_periodic_translation(oracle
     order = np.random.default_rng(0).permutation(len(structure))
     permuted = Structure.from_sites([structure[i] for i in order])
     translated = structure.copy()
-    translated.translate_sites(list(range(len(structure))), [0.31, -0.17, 0.42], frac_coords=True, to_unit_cell=True)
+    translated.translate_sites(
+        list(range(len(structure))), [0.31, -0.17, 0.42], frac_coords=True, to_unit_cell=True
+    )
     moved_one_atom = structure.copy()
     moved_one_atom.translate_sites([0], [0.05, 0.0, 0.0], frac_coords=True)
 
@@ -119,7 +121,8 @@ def test_gradients_wrt_coordinates_and_lattice_are_finite(oracle, structures):
 
     for column in range(len(oracle.property_names)):
         grad_x, grad_k = jax.jit(jax.grad(predicted_sum, argnums=(0, 1)), static_argnums=2)(
-            graphs.nodes["frac_coords"], clean_k(graphs), column)
+            graphs.nodes["frac_coords"], clean_k(graphs), column
+        )
         assert np.all(np.isfinite(np.asarray(grad_x))) and np.all(np.isfinite(np.asarray(grad_k)))
         assert np.abs(np.asarray(grad_k)[:4]).max() > 0 and np.abs(np.asarray(grad_x)).max() > 0
 
@@ -150,15 +153,22 @@ def test_training_reduces_the_loss_and_export_round_trips(fixture_dataset, tmp_p
     assert len(losses) == 30 and losses[-1] < 0.8 * losses[0], losses
     assert [r for r in rows if r["split"] == "holdout"][0]["mae_band_gap"]
 
-    assert checkpoint_main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "export")]) == 0
+    assert (
+        checkpoint_main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "export")])
+        == 0
+    )
     card = json.loads((tmp_path / "export" / "model_card.json").read_text())
     assert card["task"] == "property" and "selection_mae" in card["training"]
     exported, from_workdir = load_oracle(tmp_path / "export"), load_oracle(tmp_path / "run")
     prepared = prepare_config(config, small)
     assert exported.config == from_workdir.config == prepared
-    expected = Oracle(exported.model, jax.device_get(state.ema_params), prepared, {}).predict_dataset(small, batch_size=16)
+    expected = Oracle(exported.model, jax.device_get(state.ema_params), prepared, {}).predict_dataset(
+        small, batch_size=16
+    )
     np.testing.assert_array_equal(exported.predict_dataset(small, batch_size=16), expected)
-    np.testing.assert_allclose(from_workdir.predict_dataset(small, batch_size=16), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        from_workdir.predict_dataset(small, batch_size=16), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_shipped_oracle_beats_the_training_mean_on_the_fixture(fixture_dataset):
@@ -186,8 +196,9 @@ def test_old_diffusion_config_without_task_still_loads():
     config = config_from_dict(data)
     assert config.task == "diffusion" and isinstance(config.model, ModelConfig)
     assert config.model.property_ranges == ((0.0, 10.0),)
-    oracle_config = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, target_mean=(1.0, -1.0),
-                                                                        target_std=(1.5, 1.0)))
+    oracle_config = dataclasses.replace(
+        TINY, model=dataclasses.replace(TINY.model, target_mean=(1.0, -1.0), target_std=(1.5, 1.0))
+    )
     assert config_from_dict(json.loads(json.dumps(dataclasses.asdict(oracle_config)))) == oracle_config
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from unimdm_jax.checkpoint import PACKAGED, load_model
 
-SHIPPED = sorted(p for p in PACKAGED.iterdir() if (p / "model.safetensors").exists()) if PACKAGED.exists() else []
+SHIPPED = (
+    sorted(p for p in PACKAGED.iterdir() if (p / "model.safetensors").exists()) if PACKAGED.exists() else []
+)
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=[p.name for p in SHIPPED])
@@ -33,6 +35,13 @@ def test_shipped_checkpoint_is_small_documented_and_runs(folder, fixture_dataset
         values = model.apply(params, graphs, graphs.nodes["frac_coords"], k)
         assert values.shape == (num_graphs, len(columns)) and np.all(np.isfinite(np.asarray(values)))
         return
-    scores, eps = model.apply(params, graphs, graphs.nodes["frac_coords"], k, jnp.full((num_graphs,), 500),
-                              graphs.globals["properties"][:, columns], graphs.globals["property_mask"][:, columns])
+    scores, eps = model.apply(
+        params,
+        graphs,
+        graphs.nodes["frac_coords"],
+        k,
+        jnp.full((num_graphs,), 500),
+        graphs.globals["properties"][:, columns],
+        graphs.globals["property_mask"][:, columns],
+    )
     assert np.all(np.isfinite(np.asarray(scores))) and np.all(np.isfinite(np.asarray(eps)))

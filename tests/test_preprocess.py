@@ -87,7 +87,9 @@ def test_properties_equal_the_csv(fixture_dataset, fixture_frame):
     dataset, _ = fixture_dataset
     assert dataset.property_names == PROPERTY_NAMES
     for name in PROPERTY_NAMES:
-        np.testing.assert_allclose(dataset.property(name), fixture_frame[name].to_numpy(float), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            dataset.property(name), fixture_frame[name].to_numpy(float), rtol=0, atol=1e-12
+        )
         assert dataset[3].properties[name] == pytest.approx(fixture_frame[name].iloc[3])
 
 
@@ -129,7 +131,14 @@ def test_select_and_concatenate(fixture_dataset):
     for j, i in enumerate(picked):
         a, b = part[j], dataset[int(i)]
         assert a.material_id == b.material_id and a.sites == b.sites
-        for field in ("atomic_numbers", "frac_coords", "wyckoff_ops", "anchor_index", "ops_rotation_pinv", "site_index"):
+        for field in (
+            "atomic_numbers",
+            "frac_coords",
+            "wyckoff_ops",
+            "anchor_index",
+            "ops_rotation_pinv",
+            "site_index",
+        ):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
         np.testing.assert_array_equal(a.lattice_parameters, b.lattice_parameters)
     # evens + odds concatenated == select(evens then odds)
@@ -260,7 +269,10 @@ def test_bad_rows_are_reported_by_material_id(tmp_path, fixture_frame, monkeypat
     good = fixture_frame.iloc[[3, 4, 5]].copy()
     bad = fixture_frame.iloc[[6, 8]].copy()
     bad["material_id"] = ["mp-garbage-cif", "mp-overlapping-atoms"]
-    bad["cif"] = ["data_broken\n_cell_length_a nonsense\nthis is not a CIF at all\n", _overlapping_atoms_cif()]
+    bad["cif"] = [
+        "data_broken\n_cell_length_a nonsense\nthis is not a CIF at all\n",
+        _overlapping_atoms_cif(),
+    ]
     # bad rows in the middle and at the end: the order of the good ones must survive
     frame = pd.concat([good.iloc[:2], bad.iloc[:1], good.iloc[2:], bad.iloc[1:]])
     path = write_rows(frame, tmp_path / "bad.csv.gz")
@@ -368,8 +380,18 @@ def test_shared_holdout_when_cached(shared_mp20, monkeypatch):
     """On the real data, only when a warm preprocessing cache exists (never recomputes here)."""
     val = shared_mp20 / "val.csv.gz"
     key = cache_key(val, preprocess.DEFAULT_SYMPREC)
-    candidates = [preprocess.default_cache_dir(), Path(__file__).resolve().parents[1] / ".cache" / "preprocessed"]
-    cache = next((c for c in candidates if (c / f"val.csv.gz.{key}.npz").exists() and (c / f"val.csv.gz.{key}.failures.json").exists()), None)
+    candidates = [
+        preprocess.default_cache_dir(),
+        Path(__file__).resolve().parents[1] / ".cache" / "preprocessed",
+    ]
+    cache = next(
+        (
+            c
+            for c in candidates
+            if (c / f"val.csv.gz.{key}.npz").exists() and (c / f"val.csv.gz.{key}.failures.json").exists()
+        ),
+        None,
+    )
     if cache is None:
         pytest.skip("no warm preprocessing cache for val.csv.gz")
     _forbid_recompute(monkeypatch)  # a cache that turns out unreadable must not start a 9,047-row job

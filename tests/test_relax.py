@@ -147,8 +147,19 @@ def test_cli_relaxes_a_folder(tmp_path, capsys):
     assert summary["params"]["fmax_eV_per_A"] == 0.05 and summary["params"]["fix_symmetry"]
     assert "MP-20" in summary["leakage_note"]
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
-    for col in ("name", "ok", "reason", "converged", "steps", "energy_per_atom", "volume_change",
-                "spacegroup_initial", "spacegroup_final", "spacegroup_kept", "relaxed_cif"):
+    for col in (
+        "name",
+        "ok",
+        "reason",
+        "converged",
+        "steps",
+        "energy_per_atom",
+        "volume_change",
+        "spacegroup_initial",
+        "spacegroup_final",
+        "spacegroup_kept",
+        "relaxed_cif",
+    ):
         assert col in header
     assert [r["name"] for r in summary["rows"]] == ["nacl", "si"]
     assert all(r["ok"] for r in summary["rows"])
@@ -167,7 +178,8 @@ def test_cli_unreadable_cif_is_one_line_error(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "unimdm_jax.relax", str(bad), "--out", str(out)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -239,8 +251,15 @@ def test_diverged_cell_is_flagged(monkeypatch):
     def runaway(structure, **kwargs):  # a relaxation that doubled the volume
         final = structure.copy()
         final.scale_lattice(2 * structure.volume)
-        return {"final": final, "energy_per_atom": -1.0, "steps": 7, "converged": True,
-                "max_force": 0.0, "max_stress": 0.0, "max_residual": 0.0}
+        return {
+            "final": final,
+            "energy_per_atom": -1.0,
+            "steps": 7,
+            "converged": True,
+            "max_force": 0.0,
+            "max_stress": 0.0,
+            "max_residual": 0.0,
+        }
 
     monkeypatch.setattr(R, "_relax_one", runaway)
     (r,) = R.relax([s])

@@ -21,7 +21,11 @@ def packed(fixture_dataset, tmp_path_factory):
     """What ``pack`` writes, from the committed fixture (train / holdout / test slices)."""
     dataset, _ = fixture_dataset
     folder = tmp_path_factory.mktemp("packed")
-    for split, rows in (("train", np.arange(0, 120)), ("holdout", np.arange(120, 150)), ("test", np.arange(150, 200))):
+    for split, rows in (
+        ("train", np.arange(0, 120)),
+        ("holdout", np.arange(120, 150)),
+        ("test", np.arange(150, 200)),
+    ):
         dataset.select(rows).save(folder / f"{split}.npz")
     return folder
 
@@ -30,11 +34,27 @@ def packed(fixture_dataset, tmp_path_factory):
 def remote_run(packed, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     workdir = tmp_path_factory.mktemp("work") / "run"
-    overrides = {"model.hidden": 32, "model.num_layers": 1, "model.num_heads": 2, "model.num_frequencies": 4,
-                 "diffusion.timesteps": 20}
+    overrides = {
+        "model.hidden": 32,
+        "model.num_layers": 1,
+        "model.num_heads": 2,
+        "model.num_frequencies": 4,
+        "diffusion.timesteps": 20,
+    }
     config = Path(__file__).resolve().parents[1] / "configs" / "dit_mp20_cpu.py"
-    report = remote.run(packed, str(config), out, train_seconds=4, sample_seconds=600, workdir=workdir,
-                        batch_size=8, sample_batch_size=4, overrides=overrides, shard_mb=0.02, sample_limit=10)
+    report = remote.run(
+        packed,
+        str(config),
+        out,
+        train_seconds=4,
+        sample_seconds=600,
+        workdir=workdir,
+        batch_size=8,
+        sample_batch_size=4,
+        overrides=overrides,
+        shard_mb=0.02,
+        sample_limit=10,
+    )
     return out, workdir, report
 
 
@@ -72,9 +92,14 @@ def test_match_scores_the_true_structures_as_all_matched(remote_run, packed, fix
     from unimdm_jax.data.preprocess import CrystalDataset
 
     test = CrystalDataset.load(packed / "test.npz").select(np.arange(6))
-    np.savez_compressed(tmp_path / "samples.npz", source=test.source, num_atoms=test.num_atoms,
-                        atomic_numbers=test.atomic_numbers, lattice_parameters=test.lattice_parameters,
-                        frac_coords=test.frac_coords)
+    np.savez_compressed(
+        tmp_path / "samples.npz",
+        source=test.source,
+        num_atoms=test.num_atoms,
+        atomic_numbers=test.atomic_numbers,
+        lattice_parameters=test.lattice_parameters,
+        frac_coords=test.frac_coords,
+    )
     result = remote.match(tmp_path, fixture_csv, processes=1)
     assert result["n"] == 6 and result["match_rate"] == 1.0 and result["rmse"] < 1e-3
     sampled = remote.match(remote_run[0], fixture_csv, processes=1)  # the tiny model's own samples

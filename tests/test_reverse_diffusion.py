@@ -16,8 +16,10 @@ from unimdm_jax.objective import DiffusionConfig, make_schedules
 from unimdm_jax.reverse_diffusion import sample
 from unimdm_jax.train import init_state
 
-CONFIG = TrainConfig(model=ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4),
-                     diffusion=DiffusionConfig(timesteps=30))
+CONFIG = TrainConfig(
+    model=ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4),
+    diffusion=DiffusionConfig(timesteps=30),
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +33,24 @@ def sampled(fixture_dataset):
         indices = np.arange(start, start + 32)
         graphs = jax.tree_util.tree_map(jnp.asarray, graphs_from_dataset(dataset, indices, budget))
         condition = jnp.ones((33, 1)) * 1.5
-        x, k = sample(state.params, model, graphs, jax.random.PRNGKey(start), schedules, CONFIG.diffusion,
-                      condition, jnp.ones((33, 1), bool), guidance_scale=0.5)
+        x, k = sample(
+            state.params,
+            model,
+            graphs,
+            jax.random.PRNGKey(start),
+            schedules,
+            CONFIG.diffusion,
+            condition,
+            jnp.ones((33, 1), bool),
+            guidance_scale=0.5,
+        )
         outputs.append((indices, graphs, np.asarray(x), np.asarray(k)))
     return dataset, outputs
 
 
 def test_samples_satisfy_wyckoff_constraints_exactly(sampled):
     dataset, outputs = sampled
-    for indices, graphs, x, _ in outputs:
+    for _indices, graphs, x, _ in outputs:
         nodes = graphs.nodes
         rebuilt = np.asarray(wyckoff.apply_ops(nodes["wyckoff_ops"], nodes["anchor"], jnp.asarray(x)))
         mask = np.asarray(nodes["mask"])
@@ -69,8 +80,15 @@ def test_denoiser_supports_jit_vmap_and_grad(fixture_dataset):
     t = jnp.full((num_graphs,), 10)
 
     def lattice_output(band_gap):
-        _, eps = model.apply(state.params, graphs, graphs.nodes["frac_coords"], k, t,
-                             jnp.full((num_graphs, 1), band_gap), jnp.ones((num_graphs, 1), bool))
+        _, eps = model.apply(
+            state.params,
+            graphs,
+            graphs.nodes["frac_coords"],
+            k,
+            t,
+            jnp.full((num_graphs, 1), band_gap),
+            jnp.ones((num_graphs, 1), bool),
+        )
         return eps[0].sum()
 
     gradient = jax.jit(jax.grad(lattice_output))(2.0)
@@ -90,7 +108,9 @@ def test_respaced_sampling_is_the_same_chain_at_full_length_and_stays_on_the_orb
     condition, use = jnp.ones((9, 1)), jnp.ones((9, 1), bool)
     args = (state.params, model, graphs, jax.random.PRNGKey(3))
     plain = sample(*args, schedules, CONFIG.diffusion, condition, use)
-    same = sample(*args, respace_schedules(schedules, CONFIG.diffusion.timesteps), CONFIG.diffusion, condition, use)
+    same = sample(
+        *args, respace_schedules(schedules, CONFIG.diffusion.timesteps), CONFIG.diffusion, condition, use
+    )
     for a, b in zip(plain, same):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     x, _ = sample(*args, respace_schedules(schedules, 10), CONFIG.diffusion, condition, use)

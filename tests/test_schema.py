@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from unimdm_jax import schema
 from unimdm_jax.schema import (
@@ -68,7 +67,12 @@ def record_dict(number, symbol, sites, counts=None, properties=None, **extra):
     return out
 
 
-NACL = record_dict(225, "Fm-3m", [("Na", "a", 4), ("Cl", "b", 4)], properties=[{"name": "band_gap", "value": 5.0, "unit": "eV"}])
+NACL = record_dict(
+    225,
+    "Fm-3m",
+    [("Na", "a", 4), ("Cl", "b", 4)],
+    properties=[{"name": "band_gap", "value": 5.0, "unit": "eV"}],
+)
 
 
 def rejected(data, match: str) -> str:
@@ -96,7 +100,11 @@ def test_table_matches_pyxtal_for_all_230_groups():
         for wp in group:
             wp.get_site_symmetry()
             expected[wp.letter] = WyckoffPositionInfo(
-                wp.letter, wp.multiplicity, wp.get_dof(), wp.site_symm, wp.ops[0].as_xyz_str().replace(" ", "")
+                wp.letter,
+                wp.multiplicity,
+                wp.get_dof(),
+                wp.site_symm,
+                wp.ops[0].as_xyz_str().replace(" ", ""),
             )
         assert {p.letter: p for p in info.wyckoff} == expected, number
 
@@ -120,7 +128,9 @@ def test_table_structure_and_textbook_facts():
     for group in groups:
         assert group.crystal_system == next(name for last, name in systems if group.number <= last)
         letters = [p.letter for p in group.wyckoff]
-        assert letters == sorted(letters, key=lambda c: (c.isupper(), c)) and len(set(letters)) == len(letters)
+        assert letters == sorted(letters, key=lambda c: (c.isupper(), c)) and len(set(letters)) == len(
+            letters
+        )
         general = group.wyckoff[-1]  # the general position carries the last letter
         assert general.dof == 3 and general.site_symmetry == "1" and general.representative == "x,y,z"
         assert general.multiplicity == max(p.multiplicity for p in group.wyckoff)
@@ -177,7 +187,11 @@ def test_elements():
         (186, "P6_3mc", [("Zn", "b", 2), ("O", "b", 2)]),  # wurtzite: 2b has a free z
         (227, "Fd-3m", [("Si", "a", 8)]),  # diamond
         (221, "Pm-3m", [("Sr", "a", 1), ("Ti", "b", 1), ("O", "c", 3)]),  # cubic perovskite
-        (62, "Pnma", [("Li", "a", 4), ("Fe", "c", 4), ("P", "c", 4), ("O", "c", 4), ("O", "c", 4), ("O", "d", 8)]),
+        (
+            62,
+            "Pnma",
+            [("Li", "a", 4), ("Fe", "c", 4), ("P", "c", 4), ("O", "c", 4), ("O", "c", 4), ("O", "d", 8)],
+        ),
         (166, "R-3m", [("Bi", "c", 6), ("Se", "a", 3), ("Se", "c", 6)]),  # Bi2Se3, hexagonal axes
         (194, "P 63/m m c", [("Mg", "c", 2)]),  # hcp
     ],
@@ -195,16 +209,25 @@ def test_nacl_record_fields_and_rejections():
     assert [str(w) for w in record.wyckoff] == ["Na 4a", "Cl 4b"] and record.wyckoff[1].label == "4b"
     assert record.property("band_gap") == 5.0 and record.property("formation_energy_per_atom") is None
     # 4a is a fixed point (no free parameters): it cannot hold two orbits, whatever the elements
-    rejected(record_dict(225, "Fm-3m", [("Na", "a", 4), ("Cl", "a", 4)]), r"wyckoff\[1\]: position 4a .* no free parameters")
+    rejected(
+        record_dict(225, "Fm-3m", [("Na", "a", 4), ("Cl", "a", 4)]),
+        r"wyckoff\[1\]: position 4a .* no free parameters",
+    )
     rejected(record_dict(225, "Fm-3m", [("Na", "a", 4), ("Na", "a", 4)]), "no free parameters")
     # counts are for the conventional (F-centred) cell, not the primitive one
-    message = rejected(record_dict(225, "Fm-3m", [("Na", "a", 4), ("Cl", "b", 4)], counts={"Na": 1, "Cl": 1}), "composition")
+    message = rejected(
+        record_dict(225, "Fm-3m", [("Na", "a", 4), ("Cl", "b", 4)], counts={"Na": 1, "Cl": 1}), "composition"
+    )
     assert "conventional" in message
 
 
 def test_composition_helpers():
     olivine = Composition({"Li": 4, "Fe": 4, "P": 4, "O": 16})
-    assert olivine.formula == "Li4 Fe4 P4 O16" and olivine.reduced_formula == "LiFePO4" and olivine.num_atoms == 28
+    assert (
+        olivine.formula == "Li4 Fe4 P4 O16"
+        and olivine.reduced_formula == "LiFePO4"
+        and olivine.num_atoms == 28
+    )
     assert Composition({"Fe": 6, "O": 9}).reduced_formula == "Fe2O3"
     assert hash(olivine) == hash(Composition(dict(olivine.counts)))
     entries = [WyckoffEntry("Zn", "b", 2), WyckoffEntry("O", "b", 2), WyckoffEntry("Zn", "a", 2)]
@@ -259,18 +282,30 @@ def test_invalid_records_rejected(mutate, match):
 
 def test_lattice_constraints():
     cubic = {"a": 5.64, "b": 5.64, "c": 5.64, "alpha": 90, "beta": 90, "gamma": 90}
-    assert validate_record({**NACL, "lattice": cubic}).lattice == LatticeParameters(5.64, 5.64, 5.64, 90, 90, 90)
+    assert validate_record({**NACL, "lattice": cubic}).lattice == LatticeParameters(
+        5.64, 5.64, 5.64, 90, 90, 90
+    )
     hexagonal = {"a": 4.14, "b": 4.14, "c": 28.6, "alpha": 90, "beta": 90, "gamma": 120}
     bi2se3 = record_dict(166, "R-3m", [("Bi", "c", 6), ("Se", "a", 3), ("Se", "c", 6)], lattice=hexagonal)
     validate_record(bi2se3)
     rhombohedral = {"a": 9.8, "b": 9.8, "c": 9.8, "alpha": 24.3, "beta": 24.3, "gamma": 24.3}
     rejected({**bi2se3, "lattice": rhombohedral}, "hexagonal axes")
-    rejected({**bi2se3, "space_group": {"number": 166, "symbol": "R-3m:R"}}, "rhombohedral axes are not supported")
+    rejected(
+        {**bi2se3, "space_group": {"number": 166, "symbol": "R-3m:R"}}, "rhombohedral axes are not supported"
+    )
     monoclinic = record_dict(14, "P2_1/c", [("Zr", "e", 4), ("O", "e", 4), ("O", "e", 4)])
-    validate_record({**monoclinic, "lattice": {"a": 5.15, "b": 5.21, "c": 5.31, "alpha": 90, "beta": 99.2, "gamma": 90}})
-    rejected({**monoclinic, "lattice": {"a": 5.15, "b": 5.21, "c": 5.31, "alpha": 99.2, "beta": 90, "gamma": 90}}, "unique axis b")
+    validate_record(
+        {**monoclinic, "lattice": {"a": 5.15, "b": 5.21, "c": 5.31, "alpha": 90, "beta": 99.2, "gamma": 90}}
+    )
+    rejected(
+        {**monoclinic, "lattice": {"a": 5.15, "b": 5.21, "c": 5.31, "alpha": 99.2, "beta": 90, "gamma": 90}},
+        "unique axis b",
+    )
     triclinic = record_dict(2, "P-1", [("Cu", "i", 2)])
-    rejected({**triclinic, "lattice": {"a": 1, "b": 1, "c": 1, "alpha": 170, "beta": 170, "gamma": 170}}, "positive volume")
+    rejected(
+        {**triclinic, "lattice": {"a": 1, "b": 1, "c": 1, "alpha": 170, "beta": 170, "gamma": 170}},
+        "positive volume",
+    )
 
 
 def test_validate_record_objects():
@@ -286,7 +321,9 @@ def test_validate_record_objects():
     with pytest.raises(SchemaError, match="no free parameters"):
         validate_record(bad)
     with pytest.raises(SchemaError, match=r"wyckoff\[0\]: expected WyckoffEntry"):
-        validate_record(SymmetryRecord(bad.composition, bad.space_group, ({"element": "Na"},), (), bad.provenance))
+        validate_record(
+            SymmetryRecord(bad.composition, bad.space_group, ({"element": "Na"},), (), bad.provenance)
+        )
     with pytest.raises(SchemaError, match="must be a JSON object"):
         validate_record([NACL])
     with pytest.raises(SchemaError, match="duplicate key"):
@@ -324,10 +361,14 @@ def valid_records(draw):
                 continue
             fixed_used.add(position.letter)
         coords = draw(st.none() | st.tuples(*[st.floats(0, 1, exclude_max=True)] * 3))
-        entries.append(WyckoffEntry(draw(st.sampled_from(ELEMENT_POOL)), position.letter, position.multiplicity, coords))
+        entries.append(
+            WyckoffEntry(draw(st.sampled_from(ELEMENT_POOL)), position.letter, position.multiplicity, coords)
+        )
     counts = Composition.from_wyckoff(entries).counts
     order = draw(st.permutations(list(counts)))
-    names = draw(st.lists(st.sampled_from(["band_gap", "formation_energy_per_atom", "bulk_modulus"]), unique=True))
+    names = draw(
+        st.lists(st.sampled_from(["band_gap", "formation_energy_per_atom", "bulk_modulus"]), unique=True)
+    )
     units = {"band_gap": "eV", "formation_energy_per_atom": "eV/atom", "bulk_modulus": "GPa"}
     properties = tuple(Property(name, draw(finite_floats), units[name]) for name in names)
     lattice = None
@@ -378,8 +419,10 @@ def test_mutated_records_rejected(record, data):
         if d["composition"][element] == 0:
             d["composition"][element] = 2 * record.composition.counts[element]
     elif kind == "letter":
-        present = {p.letter for p in group.wyckoff}
-        entry["letter"] = data.draw(st.sampled_from([c for c in "abcdefghijklmnopqrstuvwxyzA" if c not in present]))
+        present = {p.letter for p in group.wyckoff}  # Pmmm (47) uses all 27 letters a-z, A: "B" is never one
+        entry["letter"] = data.draw(
+            st.sampled_from([c for c in "abcdefghijklmnopqrstuvwxyzAB" if c not in present])
+        )
     elif kind == "multiplicity":
         entry["multiplicity"] += data.draw(st.integers(1, 10))
     elif kind == "fixed_twice":
@@ -389,7 +432,9 @@ def test_mutated_records_rejected(record, data):
         position = data.draw(st.sampled_from(fixed))
         element = data.draw(st.sampled_from(ELEMENT_POOL))
         for _ in range(2):
-            d["wyckoff"].append({"element": element, "letter": position.letter, "multiplicity": position.multiplicity})
+            d["wyckoff"].append(
+                {"element": element, "letter": position.letter, "multiplicity": position.multiplicity}
+            )
         d["composition"][element] = d["composition"].get(element, 0) + 2 * position.multiplicity
     else:
         d["space_group"]["number"] = data.draw(st.sampled_from([0, 231, -1, 1000]))
@@ -399,14 +444,18 @@ def test_mutated_records_rejected(record, data):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-300, 300) | st.floats() | st.text(max_size=6),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
 def _paths(value, prefix=()):
     yield prefix
-    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    children = (
+        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    )
     for key, child in children:
         yield from _paths(child, (*prefix, key))
 
@@ -468,7 +517,11 @@ def json_schema_violations(instance, node=None, root=None, path="$"):
         elif key == "additionalProperties" and isinstance(instance, dict):
             extra = [k for k in instance if k not in node.get("properties", {})]
             for name in extra:
-                errors += [f"{path}: extra {name}"] if want is False else json_schema_violations(instance[name], want, root, f"{path}.{name}")
+                errors += (
+                    [f"{path}: extra {name}"]
+                    if want is False
+                    else json_schema_violations(instance[name], want, root, f"{path}.{name}")
+                )
         elif key == "propertyNames" and isinstance(instance, dict):
             for name in instance:
                 errors += json_schema_violations(name, want, root, f"{path}[{name}]")
@@ -579,9 +632,17 @@ def test_cli_validate(tmp_path, capsys):
 
 def test_cli_subprocess_single_line_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps(NACL) + "\n" + json.dumps({**NACL, "properties": [{"name": "band_gap", "value": 1}]}) + "\n")
+    bad.write_text(
+        json.dumps(NACL)
+        + "\n"
+        + json.dumps({**NACL, "properties": [{"name": "band_gap", "value": 1}]})
+        + "\n"
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "unimdm_jax.schema", "validate", str(bad)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "unimdm_jax.schema", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -594,5 +655,7 @@ def test_import_is_light():
         "import sys, unimdm_jax.schema as s; s.wyckoff_positions(225); s.json_schema(); "
         "print(sorted(m for m in ('jax', 'torch', 'pyxtal', 'pymatgen', 'spglib') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert result.stdout.strip() == "[]"

@@ -97,7 +97,9 @@ def assert_consistent_arrays(crystal: SymmetrizedCrystal) -> None:
 
     # orbit bookkeeping: contiguous orbits, anchor first, multiplicities, elements
     site_index = crystal.site_index
-    np.testing.assert_array_equal(site_index, np.repeat(np.arange(len(crystal.sites)), [s.multiplicity for s in crystal.sites]))
+    np.testing.assert_array_equal(
+        site_index, np.repeat(np.arange(len(crystal.sites)), [s.multiplicity for s in crystal.sites])
+    )
     first = np.concatenate([[0], np.cumsum([s.multiplicity for s in crystal.sites])[:-1]])
     np.testing.assert_array_equal(crystal.anchor_index, first[site_index])
     for k, site in enumerate(crystal.sites):
@@ -114,7 +116,11 @@ def assert_consistent_arrays(crystal: SymmetrizedCrystal) -> None:
 
     # the anchor's own operation fixes the anchor (W_a is idempotent on its position)
     own = ops[crystal.anchor_index == np.arange(n)]
-    own_images = np.einsum("nij,nj->ni", own, np.concatenate([x[crystal.anchor_index == np.arange(n)], np.ones((len(own), 1))], axis=1))
+    own_images = np.einsum(
+        "nij,nj->ni",
+        own,
+        np.concatenate([x[crystal.anchor_index == np.arange(n)], np.ones((len(own), 1))], axis=1),
+    )
     assert periodic_distance(own_images[:, :3], x[crystal.anchor_index == np.arange(n)]).max() < 1e-5, mid
 
     # ops_rotation_pinv is the Moore-Penrose pseudo-inverse (the four Penrose identities)
@@ -179,13 +185,17 @@ TEXTBOOK = {
         [{"Si": ["8a"]}, {"Si": ["8b"]}],
     ),
     "ZnO": (
-        lambda: _sg("P6_3mc", Lattice.hexagonal(3.25, 5.207), ["Zn", "O"], [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]]),
+        lambda: _sg(
+            "P6_3mc", Lattice.hexagonal(3.25, 5.207), ["Zn", "O"], [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.382]]
+        ),
         186,
         (3.25, 3.25, 5.207, 90, 90, 120),
         [{"Zn": ["2b"], "O": ["2b"]}],
     ),
     "TiO2": (
-        lambda: _sg("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.3049, 0.3049, 0]]),
+        lambda: _sg(
+            "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.3049, 0.3049, 0]]
+        ),
         136,
         (4.594, 4.594, 2.959, 90, 90, 90),
         [{"Ti": ["2a"], "O": ["4f"]}, {"Ti": ["2b"], "O": ["4g"]}],
@@ -197,7 +207,9 @@ TEXTBOOK = {
         [{"Cs": ["1a"], "Cl": ["1b"]}, {"Cs": ["1b"], "Cl": ["1a"]}],
     ),
     "SrTiO3": (
-        lambda: _sg("Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]),
+        lambda: _sg(
+            "Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]
+        ),
         221,
         (3.905, 3.905, 3.905, 90, 90, 90),
         [{"Sr": ["1a"], "Ti": ["1b"], "O": ["3c"]}, {"Sr": ["1b"], "Ti": ["1a"], "O": ["3d"]}],
@@ -215,7 +227,9 @@ TEXTBOOK = {
         [{"Mg": ["2c"]}, {"Mg": ["2d"]}],
     ),
     "Al2O3": (  # corundum: rhombohedral, conventional cell on hexagonal axes (30 atoms)
-        lambda: _sg("R-3c", Lattice.hexagonal(4.759, 12.991), ["Al", "O"], [[0, 0, 0.35216], [0.30624, 0, 0.25]]),
+        lambda: _sg(
+            "R-3c", Lattice.hexagonal(4.759, 12.991), ["Al", "O"], [[0, 0, 0.35216], [0.30624, 0, 0.25]]
+        ),
         167,
         (4.759, 4.759, 12.991, 90, 90, 120),
         [{"Al": ["12c"], "O": ["18e"]}],
@@ -226,14 +240,22 @@ TEXTBOOK = {
 def _variants(conventional: Structure) -> dict[str, Structure]:
     primitive = conventional.get_primitive_structure()
     shifted = primitive.copy()
-    shifted.translate_sites(list(range(len(shifted))), [0.137, 0.291, 0.613], frac_coords=True, to_unit_cell=True)
+    shifted.translate_sites(
+        list(range(len(shifted))), [0.137, 0.291, 0.613], frac_coords=True, to_unit_cell=True
+    )
     supercell = primitive.copy()
     supercell.make_supercell([1, 2, 1])
     rng = np.random.default_rng(0)
     jittered = conventional.copy()
     for i in range(len(jittered)):  # 1e-3 A noise, well inside symprec = 0.01 A
         jittered.translate_sites([i], rng.normal(scale=1e-3 / math.sqrt(3), size=3), frac_coords=False)
-    return {"conventional": conventional, "primitive": primitive, "shifted": shifted, "supercell": supercell, "jittered": jittered}
+    return {
+        "conventional": conventional,
+        "primitive": primitive,
+        "shifted": shifted,
+        "supercell": supercell,
+        "jittered": jittered,
+    }
 
 
 @pytest.mark.parametrize("name", list(TEXTBOOK))
@@ -249,11 +271,16 @@ def test_textbook_crystals(name):
         crystal = extract_symmetry(structure, where)
         assert crystal.material_id == where
         assert crystal.spacegroup_number == number, where
-        assert crystal.spacegroup_symbol.replace("_", "") == conventional.get_space_group_info()[0].replace("_", "")
+        assert crystal.spacegroup_symbol.replace("_", "") == conventional.get_space_group_info()[0].replace(
+            "_", ""
+        )
         assert labels_by_element(crystal) in assignments, (where, labels_by_element(crystal))
         assert crystal.num_atoms == len(conventional), where
         np.testing.assert_allclose(crystal.lattice_parameters, parameters, rtol=2e-3, err_msg=where)
-        assert Composition(crystal.structure().composition).reduced_formula == structure.composition.reduced_formula
+        assert (
+            Composition(crystal.structure().composition).reduced_formula
+            == structure.composition.reduced_formula
+        )
         assert match_rms(structure, crystal.structure()) is not None, where
         assert crystal.symprec == 0.01
         assert_consistent_arrays(crystal)
@@ -345,13 +372,18 @@ def test_orbit_arrays_for_every_wyckoff_position():
     positions = 0
     for number in range(1, 231):
         group = space_group(number)
-        general = np.stack([np.asarray(op.affine_matrix, np.float64) for op in group.Wyckoff_positions[0].ops])
+        general = np.stack(
+            [np.asarray(op.affine_matrix, np.float64) for op in group.Wyckoff_positions[0].ops]
+        )
         for wp in group.Wyckoff_positions:
             positions += 1
             w0 = np.asarray(wp.ops[0].affine_matrix, np.float64)
             # the defining operation is idempotent modulo lattice translations
             square = w0 @ w0 - w0
-            assert np.allclose(square[:3, :3], 0) and np.allclose(square[:3, 3], np.round(square[:3, 3])), (number, wp.letter)
+            assert np.allclose(square[:3, :3], 0) and np.allclose(square[:3, 3], np.round(square[:3, 3])), (
+                number,
+                wp.letter,
+            )
             representative = (w0 @ np.append(rng.uniform(size=3), 1.0))[:3] % 1.0
             coords, ops = orbit_arrays(number, wp.letter, representative)
             assert coords.shape == (wp.multiplicity, 3) and ops.shape == (wp.multiplicity, 4, 4)
@@ -376,9 +408,14 @@ def test_build_crystal_rejects_a_wrong_multiplicity():
 
 def _rebuild_from_record(record: schema.SymmetryRecord) -> SymmetrizedCrystal:
     lat = record.lattice
-    sites = tuple(WyckoffSite(w.element, w.letter, w.multiplicity, tuple(w.coords), ()) for w in record.wyckoff)
+    sites = tuple(
+        WyckoffSite(w.element, w.letter, w.multiplicity, tuple(w.coords), ()) for w in record.wyckoff
+    )
     return build_crystal(
-        record.provenance.id, record.space_group.number, (lat.a, lat.b, lat.c, lat.alpha, lat.beta, lat.gamma), sites
+        record.provenance.id,
+        record.space_group.number,
+        (lat.a, lat.b, lat.c, lat.alpha, lat.beta, lat.gamma),
+        sites,
     )
 
 
@@ -395,7 +432,9 @@ def test_schema_round_trip_reproduces_every_fixture_structure(fixture_dataset, f
         assert parsed.provenance.id == row.material_id
         assert parsed.space_group.number == crystal.spacegroup_number
         assert parsed.composition.num_atoms == crystal.num_atoms
-        assert Composition(parsed.composition.counts).reduced_formula == Composition(row.formula).reduced_formula
+        assert (
+            Composition(parsed.composition.counts).reduced_formula == Composition(row.formula).reduced_formula
+        )
         for name in ("band_gap", "formation_energy_per_atom"):
             assert parsed.property(name) == pytest.approx(row.properties[name], abs=1e-9)
         rebuilt = _rebuild_from_record(parsed)

@@ -99,13 +99,17 @@ def test_training_resumes_on_another_machine_from_the_train_state_file(four_step
     train(dataclasses.replace(config, total_steps=2), tmp_path / "first", progress=False)
     committed = tmp_path / "committed.safetensors"
     committed.write_bytes((tmp_path / "first" / TRAIN_STATE_FILE).read_bytes())
-    resumed = train(dataclasses.replace(config, resume_from=str(committed)), tmp_path / "second", progress=False)
+    resumed = train(
+        dataclasses.replace(config, resume_from=str(committed)), tmp_path / "second", progress=False
+    )
     assert int(resumed.step) == 4
     for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     segments = train_state_segments(tmp_path / "second" / TRAIN_STATE_FILE)
     assert [(s["from_step"], s["to_step"]) for s in segments] == [(0, 2), (2, 4)]
-    wider = dataclasses.replace(config, model=dataclasses.replace(config.model, hidden=48), resume_from=str(committed))
+    wider = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, hidden=48), resume_from=str(committed)
+    )
     with pytest.raises(CheckpointError, match="shape"):
         train(wider, tmp_path / "third", progress=False)
 
@@ -127,8 +131,12 @@ def test_loss_decreases_when_overfitting_a_batch(fixture_dataset):
 
     @jax.jit
     def held_out_loss(params):
-        losses = [diffusion_loss(params, model, graphs, jax.random.PRNGKey(1000 + i), schedules, no_dropout, (0,))[0]
-                  for i in range(8)]
+        losses = [
+            diffusion_loss(params, model, graphs, jax.random.PRNGKey(1000 + i), schedules, no_dropout, (0,))[
+                0
+            ]
+            for i in range(8)
+        ]
         return jnp.mean(jnp.stack(losses))
 
     before = float(held_out_loss(state.params))
@@ -170,13 +178,17 @@ def test_warm_start_copies_weights_across_properties_and_refuses_other_shapes(fi
     _, trained = init_state(source, example)
     export(trained.ema_params, source, tmp_path / "bg", {"data": "fixture"})
 
-    fm_model = dataclasses.replace(TINY.model, properties=("formation_energy_per_atom",), property_ranges=((-5.5, 0.5),))
+    fm_model = dataclasses.replace(
+        TINY.model, properties=("formation_energy_per_atom",), property_ranges=((-5.5, 0.5),)
+    )
     fm = dataclasses.replace(TINY, model=fm_model)
     _, fresh = init_state(fm, example)
     warm = warm_start(fresh, fm, tmp_path / "bg")
     assert "property_formation_energy_per_atom" in warm.params["params"]
-    expected = {k.replace("property_band_gap", "property_formation_energy_per_atom"): v
-                for k, v in flatten(jax.device_get(trained.ema_params["params"])).items()}
+    expected = {
+        k.replace("property_band_gap", "property_formation_energy_per_atom"): v
+        for k, v in flatten(jax.device_get(trained.ema_params["params"])).items()
+    }
     for params in (warm.params, warm.ema_params):
         got = flatten(jax.device_get(params["params"]))
         assert got.keys() == expected.keys()

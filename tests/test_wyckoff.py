@@ -96,7 +96,9 @@ def assert_orbits_closed(batch: Batch, dataset, coords, tol=1e-4) -> None:
     x = np.asarray(coords, np.float64)
     for k, i in enumerate(batch.indices):
         group = space_group(int(dataset.spacegroup[i]))
-        general = np.stack([np.asarray(op.affine_matrix, np.float64) for op in group.Wyckoff_positions[0].ops])
+        general = np.stack(
+            [np.asarray(op.affine_matrix, np.float64) for op in group.Wyckoff_positions[0].ops]
+        )
         lo, hi = batch.starts[k], batch.starts[k + 1]
         for a in np.nonzero(batch.is_anchor[lo:hi])[0] + lo:
             orbit = x[batch.anchor_np == a]
@@ -131,18 +133,24 @@ def test_apply_ops_is_the_affine_map(batch):
 def test_wyckoff_noise_closed_form(batch):
     rng = np.random.default_rng(1)
     eps = rng.normal(size=(batch.n, 3))
-    atom_noise, anchor_noise = map(np.asarray, wyckoff.wyckoff_noise(jnp.asarray(eps, jnp.float32), batch.ops, batch.anchor))
+    atom_noise, anchor_noise = map(
+        np.asarray, wyckoff.wyckoff_noise(jnp.asarray(eps, jnp.float32), batch.ops, batch.anchor)
+    )
     # anchor noise: orthogonal projection of eps onto the column space of R_a
     expected_anchor = np.einsum("nij,nj->ni", batch.P, eps)
     np.testing.assert_allclose(anchor_noise, expected_anchor, atol=1e-5)
     np.testing.assert_allclose(np.einsum("nij,nj->ni", batch.P, anchor_noise), anchor_noise, atol=1e-5)
     # pushed to atoms with R_i
-    np.testing.assert_allclose(atom_noise, np.einsum("nij,nj->ni", batch.R, anchor_noise[batch.anchor_np]), atol=1e-5)
+    np.testing.assert_allclose(
+        atom_noise, np.einsum("nij,nj->ni", batch.R, anchor_noise[batch.anchor_np]), atol=1e-5
+    )
 
 
 def test_noise_is_zero_on_fixed_directions(batch, dataset):
     rng = np.random.default_rng(2)
-    atom_noise, _ = wyckoff.wyckoff_noise(jnp.asarray(rng.normal(size=(batch.n, 3)), jnp.float32), batch.ops, batch.anchor)
+    atom_noise, _ = wyckoff.wyckoff_noise(
+        jnp.asarray(rng.normal(size=(batch.n, 3)), jnp.float32), batch.ops, batch.anchor
+    )
     atom_noise = np.asarray(atom_noise)
     rank = np.linalg.matrix_rank(batch.R[batch.anchor_np])
     # fully fixed positions (e.g. Na 4a in Fm-3m) never move
@@ -163,7 +171,9 @@ def test_noise_is_zero_on_fixed_directions(batch, dataset):
 @pytest.mark.parametrize("scale", [0.01, 0.3, 2.0])
 def test_perturbed_coordinates_keep_the_wyckoff_relations(batch, scale):
     rng = np.random.default_rng(3)
-    atom_noise, _ = wyckoff.wyckoff_noise(jnp.asarray(rng.normal(size=(batch.n, 3)), jnp.float32), batch.ops, batch.anchor)
+    atom_noise, _ = wyckoff.wyckoff_noise(
+        jnp.asarray(rng.normal(size=(batch.n, 3)), jnp.float32), batch.ops, batch.anchor
+    )
     perturbed = jnp.mod(batch.x + scale * atom_noise, 1.0)
     assert_on_wyckoff_manifolds(batch, perturbed, tol=2e-5)
     again = np.asarray(wyckoff.apply_ops(batch.ops, batch.anchor, perturbed))
@@ -173,7 +183,9 @@ def test_perturbed_coordinates_keep_the_wyckoff_relations(batch, scale):
 def test_perturbed_structures_keep_their_space_group(batch, dataset):
     """spglib on the perturbed cells: the group is kept (not lowered) for every crystal."""
     rng = np.random.default_rng(4)
-    atom_noise, _ = wyckoff.wyckoff_noise(jnp.asarray(rng.normal(size=(batch.n, 3)), jnp.float32), batch.ops, batch.anchor)
+    atom_noise, _ = wyckoff.wyckoff_noise(
+        jnp.asarray(rng.normal(size=(batch.n, 3)), jnp.float32), batch.ops, batch.anchor
+    )
     perturbed = np.asarray(jnp.mod(batch.x + 0.02 * atom_noise, 1.0))
     for k in range(0, len(batch.indices), 4):
         structure = structure_of(batch, dataset, k, perturbed)
@@ -199,7 +211,9 @@ def test_anchor_noise_has_unit_variance_per_free_direction(batch):
 
 
 def _symmetrize(batch, v):
-    return np.asarray(wyckoff.symmetrize(batch.ops, batch.pinv, batch.anchor, jnp.asarray(v, jnp.float32)), np.float64)
+    return np.asarray(
+        wyckoff.symmetrize(batch.ops, batch.pinv, batch.anchor, jnp.asarray(v, jnp.float32)), np.float64
+    )
 
 
 def test_symmetrize_output_is_wyckoff_consistent_and_linear(batch):
@@ -210,7 +224,9 @@ def test_symmetrize_output_is_wyckoff_consistent_and_linear(batch):
     np.testing.assert_allclose(out, np.einsum("nij,nj->ni", batch.R, out[batch.anchor_np]), atol=1e-5)
     np.testing.assert_allclose(np.einsum("nij,nj->ni", batch.P, out), out, atol=1e-5)
     # linear
-    np.testing.assert_allclose(_symmetrize(batch, 2.0 * v - 3.0 * w), 2.0 * out - 3.0 * _symmetrize(batch, w), atol=1e-4)
+    np.testing.assert_allclose(
+        _symmetrize(batch, 2.0 * v - 3.0 * w), 2.0 * out - 3.0 * _symmetrize(batch, w), atol=1e-4
+    )
     # rigid sites get nothing
     rank = np.linalg.matrix_rank(batch.R[batch.anchor_np])
     assert np.abs(out[rank == 0]).max() == 0.0
@@ -280,7 +296,9 @@ def test_random_structures_have_the_space_group(batch, dataset):
     for k in range(0, len(batch.indices), 2):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            number = SpacegroupAnalyzer(structure_of(batch, dataset, k, x), symprec=1e-3).get_space_group_number()
+            number = SpacegroupAnalyzer(
+                structure_of(batch, dataset, k, x), symprec=1e-3
+            ).get_space_group_number()
         if number != dataset.spacegroup[batch.indices[k]]:
             wrong.append(str(dataset.material_id[batch.indices[k]]))
     assert len(wrong) <= 2, wrong  # random draws may collide atoms or hit a supergroup by chance
@@ -320,6 +338,7 @@ def test_jit_matches_eager_and_gradients_are_finite(batch):
     assert bool(jnp.isfinite(grad).all())
     # symmetrize is linear, so <S v, w> = <v, S^T w> = <v, grad>
     np.testing.assert_allclose(float(inner(v)), float(jnp.sum(v * grad)), rtol=1e-4, atol=1e-3)
+
     # a gradient through the noise and the coordinates, too
     def loss(e):
         atom, _ = wyckoff.wyckoff_noise(e, batch.ops, batch.anchor)

@@ -70,7 +70,9 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
 def save_train_state(state, path: Path | str, segments: list | None = None) -> Path:
     """Write a TrainState (any pytree) to one safetensors file, atomically; ``segments`` (JSON-able)
     is the training history kept in its metadata."""
-    arrays = {jax.tree_util.keystr(p): np.asarray(leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(state)}
+    arrays = {
+        jax.tree_util.keystr(p): np.asarray(leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(state)
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -91,18 +93,24 @@ def load_train_state(template, path: Path | str):
     try:
         arrays = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt file
-        raise CheckpointError(f"corrupt train state {path}: {type(error).__name__}: {error}".splitlines()[0]) from error
+        raise CheckpointError(
+            f"corrupt train state {path}: {type(error).__name__}: {error}".splitlines()[0]
+        ) from error
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     names = [jax.tree_util.keystr(p) for p, _ in leaves]
     if set(names) != set(arrays):
         differ = sorted(set(names) ^ set(arrays))
-        raise CheckpointError(f"train state {path} does not match the config's model (first difference: {differ[0]})")
+        raise CheckpointError(
+            f"train state {path} does not match the config's model (first difference: {differ[0]})"
+        )
     for name, (_, leaf) in zip(names, leaves):
         if np.shape(leaf) != arrays[name].shape:
-            raise CheckpointError(f"train state {path}: {name} has shape {arrays[name].shape}, "
-                                  f"expected {np.shape(leaf)}")
-    return jax.tree_util.tree_unflatten(treedef, [np.asarray(arrays[n], np.asarray(leaf).dtype)
-                                                  for n, (_, leaf) in zip(names, leaves)])
+            raise CheckpointError(
+                f"train state {path}: {name} has shape {arrays[name].shape}, expected {np.shape(leaf)}"
+            )
+    return jax.tree_util.tree_unflatten(
+        treedef, [np.asarray(arrays[n], np.asarray(leaf).dtype) for n, (_, leaf) in zip(names, leaves)]
+    )
 
 
 def _tuples(value):
@@ -149,7 +157,9 @@ def load_model(path: Path | str):
     except CheckpointError:
         raise
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt checkpoint
-        raise CheckpointError(f"corrupt checkpoint {path}: {type(error).__name__}: {error}".splitlines()[0]) from error
+        raise CheckpointError(
+            f"corrupt checkpoint {path}: {type(error).__name__}: {error}".splitlines()[0]
+        ) from error
     return TASKS[config.task].make_model(config.model), params, config, card
 
 
@@ -176,27 +186,37 @@ def training_summary(workdir: Path, up_to_step: int | None = None) -> dict:
         "steps": int(train[-1]["step"]) if train else 0,
         "wall_seconds": round(float(train[-1]["wall_s"]), 1) if train else None,
         "mean_crystals_per_second": round(float(np.mean([float(r["crystals_per_s"]) for r in train[1:]])), 1)
-        if len(train) > 1 else None,
-        "final_train_loss_mean_last_10_logs": round(float(np.mean([float(r["loss"]) for r in train[-10:]])), 4)
-        if train else None,
+        if len(train) > 1
+        else None,
+        "final_train_loss_mean_last_10_logs": round(
+            float(np.mean([float(r["loss"]) for r in train[-10:]])), 4
+        )
+        if train
+        else None,
     }
     if held:
         summary["selection_split"] = held[-1]["split"]
         summary["selection_losses"] = {r["step"]: round(float(r["loss"]), 4) for r in held}
         mae_columns = [c for c in held[-1] if c.startswith("mae_") and held[-1][c]]  # property task
         if mae_columns:
-            summary["selection_mae"] = {r["step"]: {c[4:]: round(float(r[c]), 4) for c in mae_columns} for r in held}
+            summary["selection_mae"] = {
+                r["step"]: {c[4:]: round(float(r[c]), 4) for c in mae_columns} for r in held
+            }
     return summary
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unimdm_jax.checkpoint")
     sub = parser.add_subparsers(dest="command", required=True)
-    exp = sub.add_parser("export", help="EMA parameters of a training work dir -> safetensors folder + model card")
+    exp = sub.add_parser(
+        "export", help="EMA parameters of a training work dir -> safetensors folder + model card"
+    )
     exp.add_argument("--workdir", required=True)
     exp.add_argument("--out", required=True)
     exp.add_argument("--command", default=None, help="the training command, for the model card")
-    exp.add_argument("--metrics", nargs="*", default=[], help="benchmark result JSON files to copy into the card")
+    exp.add_argument(
+        "--metrics", nargs="*", default=[], help="benchmark result JSON files to copy into the card"
+    )
     args = parser.parse_args(argv)
     try:
         params, config, step = _load_workdir(Path(args.workdir))
@@ -215,7 +235,8 @@ def main(argv=None) -> int:
             "test": "never used for training or selection",
         },
         "training": {
-            "command": args.command or f"python -m unimdm_jax.train --config <config> --workdir {args.workdir}",
+            "command": args.command
+            or f"python -m unimdm_jax.train --config <config> --workdir {args.workdir}",
             "hardware": provenance.hardware_summary(),
             **training_summary(Path(args.workdir), step),
         },
@@ -226,7 +247,11 @@ def main(argv=None) -> int:
         card["training"]["segments"] = train_state_segments(state_file)
     if config.init_from:  # a warm start: keep the lineage (what the starting weights were)
         source = Path(config.init_from)
-        source_card = json.loads((source / "model_card.json").read_text()) if (source / "model_card.json").is_file() else {}
+        source_card = (
+            json.loads((source / "model_card.json").read_text())
+            if (source / "model_card.json").is_file()
+            else {}
+        )
         card["training"]["initialised_from"] = {
             "path": str(config.init_from),
             "name": source_card.get("name"),

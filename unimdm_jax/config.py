@@ -54,7 +54,6 @@ class TrainConfig:
     resume_from: str | None = None
 
 
-
 def load_config(path: str | Path) -> TrainConfig:
     """The TrainConfig of a config file's get_config() (configs may build on another config with this)."""
     spec = importlib.util.spec_from_file_location(f"_unimdm_config_{Path(path).stem}", path)
@@ -90,8 +89,14 @@ class Task:
 def _diffusion_init_inputs(config: TrainConfig, graphs):
     num_graphs = graphs.globals["spacegroup"].shape[0]
     num_props = len(config.model.properties)
-    return (graphs, graphs.nodes["frac_coords"], jnp.zeros((num_graphs, 6)), jnp.ones((num_graphs,), jnp.int32),
-            jnp.zeros((num_graphs, num_props)), jnp.ones((num_graphs, num_props), bool))
+    return (
+        graphs,
+        graphs.nodes["frac_coords"],
+        jnp.zeros((num_graphs, 6)),
+        jnp.ones((num_graphs,), jnp.int32),
+        jnp.zeros((num_graphs, num_props)),
+        jnp.ones((num_graphs, num_props), bool),
+    )
 
 
 def _make_diffusion_loss(config: TrainConfig):
@@ -116,7 +121,9 @@ def _prepare_property(config: TrainConfig, train_set) -> TrainConfig:
     values = train_set.properties[:, list(property_columns(config.model, train_set.property_names))]
     mean = tuple(round(float(v), 6) for v in np.nanmean(values, axis=0))
     std = tuple(round(float(v), 6) for v in np.maximum(np.nanstd(values, axis=0), 1e-6))
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, target_mean=mean, target_std=std))
+    return dataclasses.replace(
+        config, model=dataclasses.replace(config.model, target_mean=mean, target_std=std)
+    )
 
 
 TASKS: dict[str, Task] = {
@@ -143,8 +150,8 @@ def get_task(config: TrainConfig) -> Task:
         raise ValueError(f"unknown task {config.task!r}: expected one of {', '.join(TASKS)}")
     task = TASKS[config.task]
     if not isinstance(config.model, task.model_config):
-        raise ValueError(f"task {config.task!r} needs model={task.model_config.__name__}(...), "
-                         f"got {type(config.model).__name__}")
+        raise ValueError(
+            f"task {config.task!r} needs model={task.model_config.__name__}(...), "
+            f"got {type(config.model).__name__}"
+        )
     return task
-
-

@@ -58,8 +58,9 @@ class DDPMSchedule(NamedTuple):
     sigmas: jax.Array  # posterior std sqrt(beta_t (1 - abar_{t-1}) / (1 - abar_t))
 
 
-def cosine_beta_schedule(T: int, s: float = 0.008, beta_min: float = 1e-4,
-                         beta_max: float = 0.9999) -> np.ndarray:
+def cosine_beta_schedule(
+    T: int, s: float = 0.008, beta_min: float = 1e-4, beta_max: float = 0.9999
+) -> np.ndarray:
     """Cosine schedule (Nichol & Dhariwal 2021, eq. 17): abar(t) = f(t)/f(0),
     f(t) = cos^2(((t/T + s)/(1 + s)) pi/2), beta_t = 1 - abar(t)/abar(t-1), t = 1..T,
     clipped to [beta_min, beta_max] as in the DiffCSP code (N&D use [0, 0.999]).
@@ -155,16 +156,14 @@ def wrapped_normal_score_norm(sigma, n_terms: int = 10, n_grid: int = 2000):
     return jax.lax.map(one, sigma.reshape(-1)).reshape(sigma.shape)
 
 
-def make_ve_schedule(T: int = 1000, sigma_begin: float = 0.005,
-                     sigma_end: float = 0.5) -> VESchedule:
+def make_ve_schedule(T: int = 1000, sigma_begin: float = 0.005, sigma_end: float = 0.5) -> VESchedule:
     """Geometric sigmas and their score norms (sigmas_norm[0] = 1 as in DiffCSP)."""
     sigmas = geometric_sigmas(T, sigma_begin, sigma_end)
     norms = wrapped_normal_score_norm(sigmas[1:])
     return VESchedule(sigmas, jnp.concatenate([jnp.ones((1,), jnp.float32), norms]))
 
 
-def ve_corrector_step(x, score_hat, sigma_t, step_lr, z, sigma_begin: float = 0.005,
-                      sigma_norm=None):
+def ve_corrector_step(x, score_hat, sigma_t, step_lr, z, sigma_begin: float = 0.005, sigma_norm=None):
     """Annealed-Langevin corrector (DiffCSP sampler; Song & Ermon 2019 Langevin step):
     x' = w(x + g score_hat + sqrt(2 g) z), g = step_lr (sigma_t / sigma_begin)^2 (DiffCSP).
     If ``sigma_norm`` is given, g = step_lr / (sigma_norm sigma_begin^2) as in the DiffCSP++

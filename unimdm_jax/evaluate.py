@@ -24,7 +24,13 @@ from tqdm.auto import tqdm
 
 from unimdm_jax.checkpoint import CheckpointError, load_model
 from unimdm_jax.data.io import DatasetError, read_rows, structure_from_cif, test_subset_indices
-from unimdm_jax.data.preprocess import DEFAULT_SYMPREC, cache_key, default_cache_dir, preprocess_file, symmetrize_rows
+from unimdm_jax.data.preprocess import (
+    DEFAULT_SYMPREC,
+    cache_key,
+    default_cache_dir,
+    preprocess_file,
+    symmetrize_rows,
+)
 from unimdm_jax.metrics import match_rms
 from unimdm_jax.parallel import process_pool
 from unimdm_jax.provenance import write_result
@@ -39,8 +45,15 @@ def _match_pair(pair):
 def match_all(reference_cifs, structures, processes: int | None = None, progress: bool = True):
     pairs = list(zip(reference_cifs, structures))
     with process_pool(processes) as pool:
-        return list(tqdm(pool.imap(_match_pair, pairs, chunksize=8), total=len(pairs), desc="match",
-                         disable=not progress, file=sys.stderr))
+        return list(
+            tqdm(
+                pool.imap(_match_pair, pairs, chunksize=8),
+                total=len(pairs),
+                desc="match",
+                disable=not progress,
+                file=sys.stderr,
+            )
+        )
 
 
 def select_rows(dataset, subset: str, limit: int | None):
@@ -77,15 +90,21 @@ def load_rows(csv, subset: str = "all", limit: int | None = None, workers: int |
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unimdm_jax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="exported checkpoint folder or training work dir")
-    parser.add_argument("--csv", required=True, help="CDVAE-format CSV (e.g. ../shared/data/mp_20/test.csv.gz)")
+    parser.add_argument(
+        "--csv", required=True, help="CDVAE-format CSV (e.g. ../shared/data/mp_20/test.csv.gz)"
+    )
     parser.add_argument("--subset", default="all", help="all or test-1k")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w")
     parser.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step size")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="sampling steps (default: the trained T; fewer re-space the schedules)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampling steps (default: the trained T; fewer re-space the schedules)",
+    )
     parser.add_argument("--processes", type=int, default=None, help="matching processes")
     parser.add_argument("--out", default=None, help="JSON results file")
     parser.add_argument("--cif-dir", default=None, help="also write the generated CIFs here")
@@ -99,8 +118,17 @@ def main(argv=None) -> int:
         return 1
     rows = {r.source: r.cif for r in read_rows([args.csv])}
     started = time.perf_counter()
-    structures, seconds_per_crystal = sample_dataset(model, params, config, dataset, args.batch_size, args.seed,
-                                                     args.guidance, args.step_lr, steps=args.steps)
+    structures, seconds_per_crystal = sample_dataset(
+        model,
+        params,
+        config,
+        dataset,
+        args.batch_size,
+        args.seed,
+        args.guidance,
+        args.step_lr,
+        steps=args.steps,
+    )
     sample_wall = time.perf_counter() - started
     rms = match_all([rows[s] for s in dataset.source], structures, args.processes)
     matched = [r for r in rms if r is not None]
@@ -119,9 +147,13 @@ def main(argv=None) -> int:
         "training": card.get("training"),
         "guidance_scale": args.guidance,
         "step_lr": args.step_lr,
-        "sampling": {"timesteps": config.diffusion.timesteps, "steps": args.steps or config.diffusion.timesteps,
-                     "batch_size": args.batch_size,
-                     "seconds_per_crystal": seconds_per_crystal, "wall_seconds_including_compile": sample_wall},
+        "sampling": {
+            "timesteps": config.diffusion.timesteps,
+            "steps": args.steps or config.diffusion.timesteps,
+            "batch_size": args.batch_size,
+            "seconds_per_crystal": seconds_per_crystal,
+            "wall_seconds_including_compile": sample_wall,
+        },
     }
     if args.cif_dir:
         out = Path(args.cif_dir)

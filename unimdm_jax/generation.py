@@ -88,8 +88,12 @@ class GeneratedCrystal:
             "space_group": self.record.space_group.number,
             "space_group_symbol": self.record.space_group.symbol,
             "wyckoff": " ".join(f"{w.element}:{w.multiplicity}{w.letter}" for w in self.record.wyckoff),
-            "a": lattice.a, "b": lattice.b, "c": lattice.c,
-            "alpha": lattice.alpha, "beta": lattice.beta, "gamma": lattice.gamma,
+            "a": lattice.a,
+            "b": lattice.b,
+            "c": lattice.c,
+            "alpha": lattice.alpha,
+            "beta": lattice.beta,
+            "gamma": lattice.gamma,
             "volume": lattice.volume,
             "num_atoms": len(self.structure),
             "hypothesis_rank": self.hypothesis + 1,
@@ -136,8 +140,13 @@ class GenerationResult:
                 name = f"{number:03d}_{row['formula']}_sg{row['space_group']}.cif"
                 crystal.structure.to(filename=str(staging / name))
                 rows.append({"file": name, **row})
-            summary = {"settings": self.settings, "num_sampled": self.num_sampled, "num_unique": len(rows),
-                       "warnings": self.warnings, "structures": rows}
+            summary = {
+                "settings": self.settings,
+                "num_sampled": self.num_sampled,
+                "num_unique": len(rows),
+                "warnings": self.warnings,
+                "structures": rows,
+            }
             (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
             _write_csv(staging / "summary.csv", rows)
             (staging / "symmetry.jsonl").write_text("".join(r.to_json() + "\n" for r in self.records))
@@ -171,7 +180,9 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise GenerationError(f"output {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise GenerationError(f"output folder {out_dir} exists and is not empty (pass --overwrite to replace it)")
+        raise GenerationError(
+            f"output folder {out_dir} exists and is not empty (pass --overwrite to replace it)"
+        )
 
 
 # ============================================================================ inputs
@@ -180,7 +191,11 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
 def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[str, float]:
     """{canonical property name: finite float} of the given targets."""
     targets = {}
-    for name, value in {"band_gap": band_gap, "formation_energy_per_atom": formation_energy, **others}.items():
+    for name, value in {
+        "band_gap": band_gap,
+        "formation_energy_per_atom": formation_energy,
+        **others,
+    }.items():
         if value is None:
             continue
         try:
@@ -228,16 +243,23 @@ def read_symmetry(path_or_records) -> list:
     return records
 
 
-def check_in_range(targets: dict[str, float], ranges: dict[str, tuple[float, float]], what: str,
-                   allow_extrapolation: bool, notes: list[str]) -> None:
+def check_in_range(
+    targets: dict[str, float],
+    ranges: dict[str, tuple[float, float]],
+    what: str,
+    allow_extrapolation: bool,
+    notes: list[str],
+) -> None:
     for name, value in targets.items():
         if name not in ranges:
             continue
         lo, hi = ranges[name]
         if lo <= value <= hi:
             continue
-        message = (f"target {name} = {value:g} {KNOWN_PROPERTY_UNITS.get(name, '')} is outside the range "
-                   f"{lo:g}..{hi:g} that {what} was trained on")
+        message = (
+            f"target {name} = {value:g} {KNOWN_PROPERTY_UNITS.get(name, '')} is outside the range "
+            f"{lo:g}..{hi:g} that {what} was trained on"
+        )
         if not allow_extrapolation:
             raise GenerationError(message + " (pass --allow-extrapolation to sample anyway)")
         notes.append(message)
@@ -297,12 +319,20 @@ def load_oracle_or_none(path: str | Path | None = None):
         raise GenerationError(str(error)) from None
 
 
-def predict_symmetry(formula: str, targets: dict[str, float], top_k: int = 3, *, model_dir=None,
-                     composition_mode: str = "auto", device: str = "cpu", seed: int = 0):
+def predict_symmetry(
+    formula: str,
+    targets: dict[str, float],
+    top_k: int = 3,
+    *,
+    model_dir=None,
+    composition_mode: str = "auto",
+    device: str = "cpu",
+    seed: int = 0,
+):
     """Stage 1: the top-k symmetry hypotheses (validated schema records) of the language model."""
     if len(targets) != 1:
         raise GenerationError("the symmetry predictor takes exactly one target: band_gap or formation_energy")
-    (name, value), = targets.items()
+    ((name, value),) = targets.items()
     try:
         item = make_input(formula, {name: value}, mode=composition_mode, id=formula.strip(), where="formula")
         folder = resolve_model_dir(name, model_dir, flag="--symmetry-model")
@@ -311,11 +341,17 @@ def predict_symmetry(formula: str, targets: dict[str, float], top_k: int = 3, *,
     try:
         predictor = Predictor.from_dir(folder, _torch_device(device))
     except ImportError as error:  # the optional [llm] extra (torch, transformers) is missing
-        raise GenerationError(f"the symmetry predictor needs the [llm] extra ({error}); or pass a symmetry record") from None
+        raise GenerationError(
+            f"the symmetry predictor needs the [llm] extra ({error}); or pass a symmetry record"
+        ) from None
     except (OSError, RuntimeError, ValueError) as error:
-        raise GenerationError(f"cannot load symmetry model {folder}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        raise GenerationError(
+            f"cannot load symmetry model {folder}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from None
     if predictor.property_name and predictor.property_name != name:
-        raise GenerationError(f"symmetry model {folder.name} is conditioned on {predictor.property_name}, not {name}")
+        raise GenerationError(
+            f"symmetry model {folder.name} is conditioned on {predictor.property_name}, not {name}"
+        )
     prediction = predictor.predict(item.spec, name, value, top_k=top_k, seed=seed)
     records = prediction.records(predictor.model_name, item.id)
     if not records:
@@ -334,18 +370,33 @@ def crystal_from_record(record, index: int = 0):
     """A :class:`~unimdm_jax.data.symmetry.SymmetrizedCrystal` with the record's atoms and
     Wyckoff operations. Coordinates and lattice are placeholders: the sampler draws both from
     the prior, so only the composition, the operations and the space group matter."""
-    sites = tuple(WyckoffSite(w.element, w.letter, w.multiplicity, (0.0, 0.0, 0.0), ()) for w in record.wyckoff)
+    sites = tuple(
+        WyckoffSite(w.element, w.letter, w.multiplicity, (0.0, 0.0, 0.0), ()) for w in record.wyckoff
+    )
     try:
         return build_crystal(f"hypothesis-{index}", record.space_group.number, (1, 1, 1, 90, 90, 90), sites)
     except SymmetryError as error:
         raise GenerationError(str(error)) from None
 
 
-def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequence[int], conditions: np.ndarray, *,
-                         seed: int = 0, guidance_scale: float = 0.0, step_lr: float = 1e-5, batch_size: int = 32,
-                         progress: bool = True, oracle=None, oracle_property: str | None = None,
-                         oracle_targets: Sequence[float] | None = None, oracle_scale: float = 0.0,
-                         oracle_sigma: float = 0.5, oracle_safeguards: bool = True):
+def sample_under_records(
+    dit: CrystalDiTModel,
+    records: Sequence,
+    counts: Sequence[int],
+    conditions: np.ndarray,
+    *,
+    seed: int = 0,
+    guidance_scale: float = 0.0,
+    step_lr: float = 1e-5,
+    batch_size: int = 32,
+    progress: bool = True,
+    oracle=None,
+    oracle_property: str | None = None,
+    oracle_targets: Sequence[float] | None = None,
+    oracle_scale: float = 0.0,
+    oracle_sigma: float = 0.5,
+    oracle_safeguards: bool = True,
+):
     """Stage 2: ``counts[i]`` structures under ``records[i]``, conditioned on ``conditions``
     (one row per record, columns = the DiT's properties, NaN = unconditional).
 
@@ -366,14 +417,28 @@ def sample_under_records(dit: CrystalDiTModel, records: Sequence, counts: Sequen
     values = np.asarray(conditions, np.float64)[owner]
     guidance = {}
     if oracle_scale > 0:
-        guidance = dict(oracle_apply=oracle.apply, oracle_params=oracle.params,
-                        oracle_targets=np.asarray(oracle_targets, np.float64)[owner],
-                        oracle_property_index=list(oracle.property_names).index(oracle_property),
-                        classifier_scale=oracle_scale, classifier_sigma=oracle_sigma,
-                        classifier_safeguards=oracle_safeguards)
-    structures, _ = sample_dataset(dit.model, dit.params, dit.config, dataset, batch_size=min(batch_size, len(crystals)),
-                                   seed=seed, guidance_scale=guidance_scale, step_lr=step_lr, property_values=values,
-                                   progress=progress, **guidance)
+        guidance = dict(
+            oracle_apply=oracle.apply,
+            oracle_params=oracle.params,
+            oracle_targets=np.asarray(oracle_targets, np.float64)[owner],
+            oracle_property_index=list(oracle.property_names).index(oracle_property),
+            classifier_scale=oracle_scale,
+            classifier_sigma=oracle_sigma,
+            classifier_safeguards=oracle_safeguards,
+        )
+    structures, _ = sample_dataset(
+        dit.model,
+        dit.params,
+        dit.config,
+        dataset,
+        batch_size=min(batch_size, len(crystals)),
+        seed=seed,
+        guidance_scale=guidance_scale,
+        step_lr=step_lr,
+        property_values=values,
+        progress=progress,
+        **guidance,
+    )
     return list(zip(structures, owner))
 
 
@@ -393,7 +458,7 @@ def merge_duplicates(structures: Sequence, processes: int | None = None) -> list
         by_id = {id(structures[i]): i for i in sane}
         for group in grouped:
             groups[by_id[id(group[0])]] = len(group)
-    for i, s in enumerate(structures):
+    for i, _s in enumerate(structures):
         if i not in sane:
             groups[i] = 1
     return sorted(groups.items())
@@ -402,13 +467,32 @@ def merge_duplicates(structures: Sequence, processes: int | None = None) -> list
 # ============================================================================ the API
 
 
-def generate(formula: str | None = None, *, band_gap: float | None = None, formation_energy: float | None = None,
-             n: int = 8, top_k: int = 3, symmetry=None, seed: int = 0, guidance_scale: float = 0.0,
-             step_lr: float = 1e-5, dit_checkpoint=None, symmetry_model=None, oracle_checkpoint=None,
-             composition_mode: str = "auto", device: str = "cpu", unconditional: bool = False,
-             allow_extrapolation: bool = False, deduplicate: bool = True, batch_size: int = 32,
-             oracle_guidance: float = 0.0, oracle_sigma: float = 0.5, oracle_safeguards: bool = True,
-             progress: bool = True, log=None) -> GenerationResult:
+def generate(
+    formula: str | None = None,
+    *,
+    band_gap: float | None = None,
+    formation_energy: float | None = None,
+    n: int = 8,
+    top_k: int = 3,
+    symmetry=None,
+    seed: int = 0,
+    guidance_scale: float = 0.0,
+    step_lr: float = 1e-5,
+    dit_checkpoint=None,
+    symmetry_model=None,
+    oracle_checkpoint=None,
+    composition_mode: str = "auto",
+    device: str = "cpu",
+    unconditional: bool = False,
+    allow_extrapolation: bool = False,
+    deduplicate: bool = True,
+    batch_size: int = 32,
+    oracle_guidance: float = 0.0,
+    oracle_sigma: float = 0.5,
+    oracle_safeguards: bool = True,
+    progress: bool = True,
+    log=None,
+) -> GenerationResult:
     """Generate crystals for a composition and a target property (see the module docstring).
 
     ``formula`` + one target: the language model proposes ``top_k`` symmetry records; or
@@ -440,7 +524,9 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     if symmetry is None and formula is None:
         raise GenerationError("give a formula and a target property, or a symmetry record")
     if symmetry is not None and formula is not None:
-        raise GenerationError("give either a formula (the language model proposes the symmetry) or a symmetry record, not both")
+        raise GenerationError(
+            "give either a formula (the language model proposes the symmetry) or a symmetry record, not both"
+        )
 
     if formula is not None:
         validate_formula(formula, composition_mode)
@@ -451,24 +537,40 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
     dit = load_crystal_dit(dit_checkpoint if dit_checkpoint is not None else default_dit_path(wanted))
     unsupported = [t for t in targets if t not in dit.properties]
     if unsupported and not unconditional:
-        raise GenerationError(f"the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not "
-                              f"{unsupported[0]}; pass a checkpoint trained on it")
+        raise GenerationError(
+            f"the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not "
+            f"{unsupported[0]}; pass a checkpoint trained on it"
+        )
     check_in_range(targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes)
 
     if records is not None:
         if not targets:  # the record's own target
             targets = {p.name: p.value for p in records[0].properties if p.name in dit.properties}
-            check_in_range(targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes)
+            check_in_range(
+                targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes
+            )
         _check_elements(records)
         say(f"symmetry: {len(records)} record(s) given")
     else:
         if not targets:
             raise GenerationError("give a target: band_gap or formation_energy")
-        records, _ = predict_symmetry(formula, targets, top_k, model_dir=symmetry_model,
-                                      composition_mode=composition_mode, device=device, seed=seed)
+        records, _ = predict_symmetry(
+            formula,
+            targets,
+            top_k,
+            model_dir=symmetry_model,
+            composition_mode=composition_mode,
+            device=device,
+            seed=seed,
+        )
         _check_elements(records)
-        say("symmetry: " + "; ".join(f"#{i + 1} {r.space_group} {' '.join(str(w) for w in r.wyckoff)}"
-                                     for i, r in enumerate(records)))
+        say(
+            "symmetry: "
+            + "; ".join(
+                f"#{i + 1} {r.space_group} {' '.join(str(w) for w in r.wyckoff)}"
+                for i, r in enumerate(records)
+            )
+        )
 
     counts = [n // len(records) + (1 if i < n % len(records) else 0) for i in range(len(records))]
     condition = np.full((len(records), len(dit.properties)), np.nan)
@@ -482,19 +584,45 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
         wanted = [name for name in targets if oracle is not None and name in oracle.property_names]
         if not wanted:
             raise GenerationError("oracle guidance needs a property oracle and a target it predicts")
-        guided = dict(oracle=oracle, oracle_property=wanted[0], oracle_targets=[targets[wanted[0]]] * len(records),
-                      oracle_scale=oracle_guidance, oracle_sigma=oracle_sigma,
-                      oracle_safeguards=oracle_safeguards)
-    sampled = sample_under_records(dit, records, counts, condition, seed=seed, guidance_scale=guidance_scale,
-                                   step_lr=step_lr, batch_size=batch_size, progress=progress, **guided)
+        guided = dict(
+            oracle=oracle,
+            oracle_property=wanted[0],
+            oracle_targets=[targets[wanted[0]]] * len(records),
+            oracle_scale=oracle_guidance,
+            oracle_sigma=oracle_sigma,
+            oracle_safeguards=oracle_safeguards,
+        )
+    sampled = sample_under_records(
+        dit,
+        records,
+        counts,
+        condition,
+        seed=seed,
+        guidance_scale=guidance_scale,
+        step_lr=step_lr,
+        batch_size=batch_size,
+        progress=progress,
+        **guided,
+    )
     kept = merge_duplicates([s for s, _ in sampled]) if deduplicate else [(i, 1) for i in range(len(sampled))]
-    crystals = [GeneratedCrystal(sampled[i][0], records[sampled[i][1]], sampled[i][1], dict(targets),
-                                 sane=is_sane(sampled[i][0]), plausible=is_plausible(sampled[i][0]), copies=copies)
-                for i, copies in kept]
+    crystals = [
+        GeneratedCrystal(
+            sampled[i][0],
+            records[sampled[i][1]],
+            sampled[i][1],
+            dict(targets),
+            sane=is_sane(sampled[i][0]),
+            plausible=is_plausible(sampled[i][0]),
+            copies=copies,
+        )
+        for i, copies in kept
+    ]
     implausible = sum(not c.plausible for c in crystals)
     if implausible:
-        notes.append(f"{implausible} of {len(crystals)} structures are implausible (volume per atom outside "
-                     f"MP-20's range or atoms closer than 0.5 A): see the 'plausible' column")
+        notes.append(
+            f"{implausible} of {len(crystals)} structures are implausible (volume per atom outside "
+            f"MP-20's range or atoms closer than 0.5 A): see the 'plausible' column"
+        )
 
     if oracle is not None and crystals:
         sane = [c for c in crystals if c.sane]
@@ -506,11 +634,19 @@ def generate(formula: str | None = None, *, band_gap: float | None = None, forma
         notes.append("no property oracle packaged: predicted properties are not reported")
 
     settings = {
-        "formula": formula, "targets": targets, "n": n, "top_k": top_k, "seed": seed,
-        "guidance_scale": guidance_scale, "oracle_guidance": oracle_guidance, "oracle_sigma": oracle_sigma,
+        "formula": formula,
+        "targets": targets,
+        "n": n,
+        "top_k": top_k,
+        "seed": seed,
+        "guidance_scale": guidance_scale,
+        "oracle_guidance": oracle_guidance,
+        "oracle_sigma": oracle_sigma,
         "oracle_safeguards": oracle_safeguards,
-        "step_lr": step_lr, "unconditional": unconditional,
-        "crystal_dit": dit.name, "timesteps": dit.config.diffusion.timesteps,
+        "step_lr": step_lr,
+        "unconditional": unconditional,
+        "crystal_dit": dit.name,
+        "timesteps": dit.config.diffusion.timesteps,
         "oracle": None if oracle is None else getattr(oracle, "name", DEFAULT_ORACLE),
         "symmetry_source": "given" if symmetry is not None else "language model",
         "seconds": round(time.perf_counter() - started, 1),
@@ -522,5 +658,7 @@ def _check_elements(records) -> None:
     for record in records:
         for element in record.composition.counts:
             if atomic_number(element) >= NUM_ELEMENTS:
-                raise GenerationError(f"element {element} (Z={atomic_number(element)}) is beyond the Crystal DiT's "
-                                      f"element table (Z < {NUM_ELEMENTS})")
+                raise GenerationError(
+                    f"element {element} (Z={atomic_number(element)}) is beyond the Crystal DiT's "
+                    f"element table (Z < {NUM_ELEMENTS})"
+                )

@@ -59,12 +59,15 @@ class AttentionAblation(NamedTuple):
 
 def _crystal_atom_mean(values, graphs, num_graphs: int):
     """Mean over each crystal's real atoms of per-atom values (N, ...) -> (G, ...)."""
-    return segment_mean(values, node_graph_index(graphs.n_node, values.shape[0]), num_graphs, graphs.nodes["mask"])
+    return segment_mean(
+        values, node_graph_index(graphs.n_node, values.shape[0]), num_graphs, graphs.nodes["mask"]
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "property_attention"))
-def property_sensitivity(model, params, graphs, frac_coords, k, t, properties, use_condition,
-                         property_attention: bool = True) -> PropertySensitivity:
+def property_sensitivity(
+    model, params, graphs, frac_coords, k, t, properties, use_condition, property_attention: bool = True
+) -> PropertySensitivity:
     """Derivatives of both outputs with respect to each property value, by forward mode:
     one ``jax.jvp`` per property p with the tangent e_p on every crystal's value (crystals
     are independent, so the result is each crystal's d output / d y_p). Exactly zero where
@@ -72,15 +75,17 @@ def property_sensitivity(model, params, graphs, frac_coords, k, t, properties, u
     properties = jnp.asarray(properties, jnp.float32)
 
     def outputs(values):
-        return model.apply(params, graphs, frac_coords, k, t, values, use_condition,
-                           property_attention=property_attention)
+        return model.apply(
+            params, graphs, frac_coords, k, t, values, use_condition, property_attention=property_attention
+        )
 
     def directional(tangent):
         return jax.jvp(outputs, (properties,), (tangent,))[1]
 
     num_properties = properties.shape[1]
-    tangents = jnp.broadcast_to(jnp.eye(num_properties, dtype=properties.dtype)[:, None, :],
-                                (num_properties,) + properties.shape)  # (P, G, P): e_p on every row
+    tangents = jnp.broadcast_to(
+        jnp.eye(num_properties, dtype=properties.dtype)[:, None, :], (num_properties,) + properties.shape
+    )  # (P, G, P): e_p on every row
     d_scores, d_eps = jax.vmap(directional)(tangents)  # (P, N, 3), (P, G, 6)
     d_scores, d_eps = jnp.moveaxis(d_scores, 0, -1), jnp.moveaxis(d_eps, 0, -1)
     num_graphs = k.shape[0]
@@ -89,8 +94,9 @@ def property_sensitivity(model, params, graphs, frac_coords, k, t, properties, u
 
 
 @functools.partial(jax.jit, static_argnames=("model", "property_attention"))
-def embedding_gradient(model, params, graphs, frac_coords, k, t, properties, use_condition,
-                       property_attention: bool = True) -> EmbeddingGradient:
+def embedding_gradient(
+    model, params, graphs, frac_coords, k, t, properties, use_condition, property_attention: bool = True
+) -> EmbeddingGradient:
     """Gradient of each crystal's coordinate-score energy with respect to its embedded
     property tokens (after the null-token substitution, so a dropped condition gives the
     gradient with respect to the null token).
@@ -106,10 +112,21 @@ def embedding_gradient(model, params, graphs, frac_coords, k, t, properties, use
 
     def total_energy(perturbation):
         variables = {**params, PERTURBATIONS: {PROPERTY_TOKENS: perturbation}}
-        scores, _ = model.apply(variables, graphs, frac_coords, k, t, properties, use_condition,
-                                property_attention=property_attention)
-        per_crystal = jax.ops.segment_sum(jnp.sum(scores**2, axis=1), node_graph_index(graphs.n_node, scores.shape[0]),
-                                          num_segments=num_graphs)  # padding atoms score 0 (masked head)
+        scores, _ = model.apply(
+            variables,
+            graphs,
+            frac_coords,
+            k,
+            t,
+            properties,
+            use_condition,
+            property_attention=property_attention,
+        )
+        per_crystal = jax.ops.segment_sum(
+            jnp.sum(scores**2, axis=1),
+            node_graph_index(graphs.n_node, scores.shape[0]),
+            num_segments=num_graphs,
+        )  # padding atoms score 0 (masked head)
         return jnp.sum(per_crystal), per_crystal
 
     gradient, summary = jax.grad(total_energy, has_aux=True)(zeros)
@@ -117,14 +134,19 @@ def embedding_gradient(model, params, graphs, frac_coords, k, t, properties, use
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def attention_ablation(model, params, graphs, frac_coords, k, t, properties, use_condition) -> AttentionAblation:
+def attention_ablation(
+    model, params, graphs, frac_coords, k, t, properties, use_condition
+) -> AttentionAblation:
     """The outputs with and without the property attention path (``property_attention``
     False masks the property tokens out of every block's attention) and how far apart they
     are per crystal: how much the property steers the denoiser at step t."""
     scores, eps = model.apply(params, graphs, frac_coords, k, t, properties, use_condition)
-    ablated_scores, ablated_eps = model.apply(params, graphs, frac_coords, k, t, properties, use_condition,
-                                              property_attention=False)
-    coord_difference = jnp.sqrt(_crystal_atom_mean(jnp.sum((scores - ablated_scores) ** 2, axis=1), graphs,
-                                                   k.shape[0]))
-    return AttentionAblation(scores, eps, ablated_scores, ablated_eps, coord_difference,
-                             jnp.linalg.norm(eps - ablated_eps, axis=1))
+    ablated_scores, ablated_eps = model.apply(
+        params, graphs, frac_coords, k, t, properties, use_condition, property_attention=False
+    )
+    coord_difference = jnp.sqrt(
+        _crystal_atom_mean(jnp.sum((scores - ablated_scores) ** 2, axis=1), graphs, k.shape[0])
+    )
+    return AttentionAblation(
+        scores, eps, ablated_scores, ablated_eps, coord_difference, jnp.linalg.norm(eps - ablated_eps, axis=1)
+    )

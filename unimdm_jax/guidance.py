@@ -31,15 +31,17 @@ class _GaussianOracleGradients:
     keep_volume: bool = True
 
     def __call__(self, oracle_params, targets, sigma, graphs, frac_coords, k):
-        grad_x, grad_k = gaussian_log_likelihood_gradients(self.oracle_apply, oracle_params, targets,
-                                                           self.property_index, sigma, graphs, frac_coords, k)
+        grad_x, grad_k = gaussian_log_likelihood_gradients(
+            self.oracle_apply, oracle_params, targets, self.property_index, sigma, graphs, frac_coords, k
+        )
         if self.keep_volume:
             grad_k = lattice.without_volume_change(grad_k)
         return grad_x, grad_k
 
 
-def gaussian_log_likelihood_gradients(oracle_apply, oracle_params, targets, property_index: int, sigma,
-                                      graphs, frac_coords, k):
+def gaussian_log_likelihood_gradients(
+    oracle_apply, oracle_params, targets, property_index: int, sigma, graphs, frac_coords, k
+):
     """(grad_x (N, 3), grad_k (G, 6)) of
 
         log p(y | x, k) = - sum_g (oracle(x, k)_{g, p} - y_g)^2 / (2 sigma^2),
@@ -76,8 +78,9 @@ def anchor_space_gradient(ops, anchor, atom_gradients):
     return wyckoff.push_forward(ops, anchor, free)
 
 
-def oracle_guidance(oracle_apply, oracle_params, targets, property_index: int, sigma,
-                    keep_volume: bool = True) -> jax.tree_util.Partial:
+def oracle_guidance(
+    oracle_apply, oracle_params, targets, property_index: int, sigma, keep_volume: bool = True
+) -> jax.tree_util.Partial:
     """The classifier of classifier guidance for one oracle property.
 
     ``oracle_apply(params, graphs, frac_coords, k) -> (G, P)`` is the oracle's pure apply
@@ -96,5 +99,6 @@ def oracle_guidance(oracle_apply, oracle_params, targets, property_index: int, s
     ``oracle_params``, ``targets`` and ``sigma``: pass it to ``reverse_diffusion.sample(classifier=...)``
     as a traced argument, so new targets or parameters do not trigger a recompile."""
     function = _GaussianOracleGradients(oracle_apply, int(property_index), bool(keep_volume))
-    return jax.tree_util.Partial(function, oracle_params, jnp.asarray(targets, jnp.float32),
-                                 jnp.asarray(sigma, jnp.float32))
+    return jax.tree_util.Partial(
+        function, oracle_params, jnp.asarray(targets, jnp.float32), jnp.asarray(sigma, jnp.float32)
+    )

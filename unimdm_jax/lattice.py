@@ -165,9 +165,7 @@ def k_to_lattice(k):
 def _gram_to_params(g):
     lengths = jnp.sqrt(jnp.diagonal(g, axis1=-2, axis2=-1))
     a, b, c = lengths[..., 0], lengths[..., 1], lengths[..., 2]
-    cosines = jnp.stack(
-        [g[..., 1, 2] / (b * c), g[..., 0, 2] / (a * c), g[..., 0, 1] / (a * b)], axis=-1
-    )
+    cosines = jnp.stack([g[..., 1, 2] / (b * c), g[..., 0, 2] / (a * c), g[..., 0, 1] / (a * b)], axis=-1)
     angles = jnp.degrees(jnp.arccos(jnp.clip(cosines, -1.0, 1.0)))
     return jnp.concatenate([lengths, angles], axis=-1)
 

@@ -73,8 +73,10 @@ def is_plausible(structure) -> bool:
     lo, hi = PLAUSIBLE_VOLUME_PER_ATOM
     if not lo <= structure.lattice.volume / len(structure) <= hi:
         return False
-    return (min_interatomic_distance(structure) >= MIN_INTERATOMIC_DISTANCE
-            and min(structure.lattice.abc) >= MIN_INTERATOMIC_DISTANCE)  # an atom and its own image
+    return (
+        min_interatomic_distance(structure) >= MIN_INTERATOMIC_DISTANCE
+        and min(structure.lattice.abc) >= MIN_INTERATOMIC_DISTANCE
+    )  # an atom and its own image
 
 
 def match_rms(reference, candidate, matcher=None) -> float | None:

@@ -122,7 +122,9 @@ def _split(keys, num: int):
     return [k for k in jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k, num))(keys), 1, 0)]
 
 
-def diffusion_terms(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, property_columns):
+def diffusion_terms(
+    params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, property_columns
+):
     """Sums and counts of the two loss terms for one padded batch (so that shards can be
     combined exactly). ``property_columns`` (static tuple) picks the model's conditioning
     properties out of ``globals['properties']``."""
@@ -145,7 +147,10 @@ def diffusion_terms(params, model, graphs, key, schedules: Schedules, config: Di
 
     columns = jnp.asarray(property_columns, dtype=jnp.int32)
     properties = glob["properties"][:, columns]
-    keep = jax.vmap(lambda k: jax.random.uniform(k, (len(property_columns),)))(drop_keys) >= config.condition_dropout
+    keep = (
+        jax.vmap(lambda k: jax.random.uniform(k, (len(property_columns),)))(drop_keys)
+        >= config.condition_dropout
+    )
     use_condition = glob["property_mask"][:, columns] & keep
 
     atom_scores, eps_hat = model.apply(params, graphs, x_t, k_t, t, properties, use_condition)
@@ -153,10 +158,13 @@ def diffusion_terms(params, model, graphs, key, schedules: Schedules, config: Di
     lattice_mask = k_mask * glob["mask"][:, None]
     coord_count, lattice_count = coord_mask.sum(), lattice_mask.sum()
     return {
-        "coord_sum": diffusion.coord_score_loss(anchor_scores(graphs, atom_scores), target, sigma_norm, coord_mask)
+        "coord_sum": diffusion.coord_score_loss(
+            anchor_scores(graphs, atom_scores), target, sigma_norm, coord_mask
+        )
         * jnp.maximum(coord_count, 1.0),
         "coord_count": coord_count,
-        "lattice_sum": diffusion.lattice_noise_loss(eps_hat, eps_k, lattice_mask) * jnp.maximum(lattice_count, 1.0),
+        "lattice_sum": diffusion.lattice_noise_loss(eps_hat, eps_k, lattice_mask)
+        * jnp.maximum(lattice_count, 1.0),
         "lattice_count": lattice_count,
     }
 
@@ -173,8 +181,16 @@ def combine_terms(terms, config: DiffusionConfig, axis_name: str | None = None):
     return loss, {"loss": loss, "coord_loss": coord_loss, "lattice_loss": lattice_loss}
 
 
-def diffusion_loss(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, property_columns,
-                   axis_name: str | None = None):
+def diffusion_loss(
+    params,
+    model,
+    graphs,
+    key,
+    schedules: Schedules,
+    config: DiffusionConfig,
+    property_columns,
+    axis_name: str | None = None,
+):
     """Scalar loss and metrics (DiffCSP++ eq. 11-13) for one batch, or one shard's share."""
     terms = diffusion_terms(params, model, graphs, key, schedules, config, property_columns)
     return combine_terms(terms, config, axis_name)

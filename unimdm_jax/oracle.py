@@ -71,13 +71,17 @@ def dataset_from_structures(structures):
     atomic_numbers, frac_coords, num_atoms = [], [], []
     for index, structure in enumerate(structures):
         if not structure.is_ordered:
-            raise ValueError(f"structure {index} is disordered (partial occupancies); the oracle needs one element per site")
+            raise ValueError(
+                f"structure {index} is disordered (partial occupancies); the oracle needs one element per site"
+            )
         atomic_numbers.append(np.asarray([site.specie.Z for site in structure], np.int32))
         frac_coords.append(np.mod(np.asarray(structure.frac_coords, np.float64), 1.0))
         num_atoms.append(len(structure))
     num_atoms = np.asarray(num_atoms, np.int32)
     total = int(num_atoms.sum())
-    within_crystal = np.concatenate([np.arange(n) for n in num_atoms]).astype(np.int32) if total else np.zeros(0, np.int32)
+    within_crystal = (
+        np.concatenate([np.arange(n) for n in num_atoms]).astype(np.int32) if total else np.zeros(0, np.int32)
+    )
     count = len(num_atoms)
     return CrystalDataset(
         material_id=np.asarray([str(i) for i in range(count)], dtype=str),
@@ -111,7 +115,9 @@ def _jitted_predictor(model_config):
     model config, so loading the same model twice does not compile twice."""
 
     model = PropertyOracle(model_config)
-    return jax.jit(lambda params, graphs: model.apply(params, graphs, graphs.nodes["frac_coords"], clean_k(graphs)))
+    return jax.jit(
+        lambda params, graphs: model.apply(params, graphs, graphs.nodes["frac_coords"], clean_k(graphs))
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -142,7 +148,9 @@ class Oracle:
 
         predictions = np.zeros((len(dataset), len(self.property_names)), np.float32)
         batches = PaddedBatches(dataset, batch_size, common_budget=False)
-        for indices, graphs in tqdm(batches, desc="oracle", unit="batch", disable=not progress, file=sys.stderr):
+        for indices, graphs in tqdm(
+            batches, desc="oracle", unit="batch", disable=not progress, file=sys.stderr
+        ):
             values = self._predict_graphs(self.params, jax.tree_util.tree_map(jnp.asarray, graphs))
             predictions[indices] = np.asarray(values)[: len(indices)]
         return predictions
@@ -212,7 +220,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unimdm_jax.oracle", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="MAE per property on an MP-20 policy split")
-    ev.add_argument("--checkpoint", default=None, help=f"exported folder or training work dir (default: {DEFAULT_CHECKPOINT})")
+    ev.add_argument(
+        "--checkpoint",
+        default=None,
+        help=f"exported folder or training work dir (default: {DEFAULT_CHECKPOINT})",
+    )
     ev.add_argument("--split", required=True, help=", ".join(SPLITS))
     ev.add_argument("--limit", type=int, default=None, help="only the first N crystals of the split")
     ev.add_argument("--batch-size", type=int, default=64)
@@ -229,7 +241,9 @@ def main(argv=None) -> int:
         return 1
     try:
         oracle = load_oracle(args.checkpoint)
-        dataset, failures = preprocess.load_policy_split(args.split, args.data_root, progress=not args.no_progress)
+        dataset, failures = preprocess.load_policy_split(
+            args.split, args.data_root, progress=not args.no_progress
+        )
     except (CheckpointError, DatasetError, ValueError, OSError) as error:
         print(f"error: {error}".splitlines()[0], file=sys.stderr)
         return 1
@@ -249,8 +263,15 @@ def main(argv=None) -> int:
     }
     if args.out:
         write_result(args.out, result)
-    print(json.dumps({"split": args.split, "n": len(dataset),
-                      "mae": {name: m["mae"] for name, m in result["metrics"].items()}}))
+    print(
+        json.dumps(
+            {
+                "split": args.split,
+                "n": len(dataset),
+                "mae": {name: m["mae"] for name, m in result["metrics"].items()},
+            }
+        )
+    )
     return 0
 
 

@@ -15,8 +15,12 @@ from pathlib import Path
 def machine(frameworks: tuple[str, ...] = ("jax",)) -> dict:
     """Platform, CPU and memory, plus the version and devices of each framework asked for
     (``"jax"``, ``"torch"``; only those are imported)."""
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     # jax and torch (the jax and llm extras) are imported here, only when asked for
     if "jax" in frameworks:
         try:
@@ -65,10 +69,15 @@ def git_commit() -> str | None:
     it (numbers then come from uncommitted code); None outside git."""
     here = Path(__file__).parent
     try:
-        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL,
-                                       cwd=here).strip()
-        changes = subprocess.check_output(["git", "status", "--porcelain", "--untracked-files=no"], text=True,
-                                          stderr=subprocess.DEVNULL, cwd=here).strip()
+        head = subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL, cwd=here
+        ).strip()
+        changes = subprocess.check_output(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            text=True,
+            stderr=subprocess.DEVNULL,
+            cwd=here,
+        ).strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if changes else "")

@@ -266,9 +266,9 @@ def _relax_one(
 ) -> dict[str, Any]:
     """Relax one structure (already prechecked); returns the fields of the result."""
     # optional heavy dependencies: imported here, not at module import time
+    from ase import units
     from ase.constraints import FixSymmetry
     from ase.filters import FrechetCellFilter
-    from ase import units
     from ase.optimize import BFGS, FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -325,7 +325,6 @@ def relax(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
     import ase
-
     from chgnet import __version__ as chgnet_version
 
     params = {
@@ -358,8 +357,12 @@ def relax(
                 with warnings.catch_warnings(), _torch_threads(num_threads):
                     warnings.simplefilter("ignore")  # pymatgen's per-step constraint warning
                     fields = _relax_one(
-                        s, fmax=fmax, steps=steps, fix_symmetry=fix_symmetry,
-                        optimizer=optimizer, device=device,
+                        s,
+                        fmax=fmax,
+                        steps=steps,
+                        fix_symmetry=fix_symmetry,
+                        optimizer=optimizer,
+                        device=device,
                     )
             except Exception as exc:  # noqa: BLE001 - one structure must not stop the run
                 r.reason = _one_line(exc)
@@ -419,6 +422,7 @@ def to_summary_row(result: RelaxationResult) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- command line
 
+
 class CliError(Exception):
     """Bad input: reported as one ``error:`` line, exit code 1."""
 
@@ -476,8 +480,13 @@ def _write_outputs(tmp: Path, inputs, results, params: dict) -> list[dict]:
             relaxed = Path("relaxed") / f"{name}.cif"
             _write_text(tmp / relaxed, str(CifWriter(r.final)))
         rows.append(
-            {"name": name, "source": source, **to_summary_row(r), "raw_cif": str(raw),
-             "relaxed_cif": str(relaxed) if relaxed else None}
+            {
+                "name": name,
+                "source": source,
+                **to_summary_row(r),
+                "raw_cif": str(raw),
+                "relaxed_cif": str(relaxed) if relaxed else None,
+            }
         )
     columns = list(rows[0]) if rows else []
     with open(tmp / "summary.csv", "w", newline="") as fh:
@@ -549,9 +558,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name}: not relaxed: {r.reason}", flush=True)
 
         results = relax(
-            [s for _, _, s in inputs], fmax=args.fmax, steps=args.steps,
-            fix_symmetry=not args.no_fix_symmetry, optimizer=args.optimizer,
-            device=args.device, batch_size=args.batch_size, num_threads=args.threads,
+            [s for _, _, s in inputs],
+            fmax=args.fmax,
+            steps=args.steps,
+            fix_symmetry=not args.no_fix_symmetry,
+            optimizer=args.optimizer,
+            device=args.device,
+            batch_size=args.batch_size,
+            num_threads=args.threads,
             progress=report,
         )
         parent = out.resolve().parent
@@ -572,8 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = None
         n_ok = sum(r["ok"] for r in rows)
         n_conv = sum(r["ok"] and r["converged"] for r in rows)
-        print(f"{len(rows)} structures: {n_ok} relaxed ({n_conv} converged), "
-              f"{len(rows) - n_ok} flagged; wrote {out}")
+        print(
+            f"{len(rows)} structures: {n_ok} relaxed ({n_conv} converged), "
+            f"{len(rows) - n_ok} flagged; wrote {out}"
+        )
         return 0
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -107,13 +107,27 @@ def override(config, overrides: dict):
             nested[part][field] = tuple(value) if isinstance(value, list) else value
         else:
             top[key] = value
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, **nested["model"]),
-                               diffusion=dataclasses.replace(config.diffusion, **nested["diffusion"]), **top)
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, **nested["model"]),
+        diffusion=dataclasses.replace(config.diffusion, **nested["diffusion"]),
+        **top,
+    )
 
 
-def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_seconds: float,
-        workdir: Path, batch_size: int | None = None, sample_batch_size: int = 256, overrides: dict | None = None,
-        shard_mb: float = 15.0, sample_limit: int | None = None) -> dict:
+def run(
+    data: Path,
+    config_path: str,
+    out: Path,
+    train_seconds: float,
+    sample_seconds: float,
+    workdir: Path,
+    batch_size: int | None = None,
+    sample_batch_size: int = 256,
+    overrides: dict | None = None,
+    shard_mb: float = 15.0,
+    sample_limit: int | None = None,
+) -> dict:
     """Train ``config_path`` for about ``train_seconds`` on the arrays in ``data``, sample the
     test split for about ``sample_seconds``, and write weights, samples and a report to ``out``."""
 
@@ -127,8 +141,14 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
     train_set, holdout, test = (CrystalDataset.load(data / f"{s}.npz") for s in SPLITS)
     rate = steps_per_second(config, train_set)
     steps = max(int(train_seconds * rate), 1)
-    config = dataclasses.replace(config, total_steps=steps, warmup_steps=min(config.warmup_steps, max(steps // 10, 1)),
-                                 checkpoint_every=steps, eval_every=steps, log_every=max(steps // 50, 1))
+    config = dataclasses.replace(
+        config,
+        total_steps=steps,
+        warmup_steps=min(config.warmup_steps, max(steps // 10, 1)),
+        checkpoint_every=steps,
+        eval_every=steps,
+        log_every=max(steps // 50, 1),
+    )
     train_started = time.perf_counter()
     state = train(config, workdir, progress=False, datasets=(train_set, holdout))
     train_wall = time.perf_counter() - train_started
@@ -139,26 +159,46 @@ def run(data: Path, config_path: str, out: Path, train_seconds: float, sample_se
     if sample_limit is not None:
         test = test.select(np.arange(min(sample_limit, len(test))))
     sample_started = time.perf_counter()
-    samples, seconds_per_crystal = sample_dataset(model, params, config, test, sample_batch_size, progress=False,
-                                                  as_arrays=True, deadline=sample_started + sample_seconds)
+    samples, seconds_per_crystal = sample_dataset(
+        model,
+        params,
+        config,
+        test,
+        sample_batch_size,
+        progress=False,
+        as_arrays=True,
+        deadline=sample_started + sample_seconds,
+    )
     sample_wall = time.perf_counter() - sample_started
     n = len(samples)
     counts = np.asarray([len(x) for x, _ in samples], np.int64)
     atomic_numbers = test.atomic_numbers[: test.atom_offsets[n]]  # the sampled crystals' atoms, in order
-    np.savez_compressed(out / "samples.npz", source=test.source[:n], material_id=test.material_id[:n],
-                        num_atoms=counts, atomic_numbers=atomic_numbers,
-                        lattice_parameters=np.stack([lp for _, lp in samples]).astype(np.float64),
-                        frac_coords=np.concatenate([x for x, _ in samples]).astype(np.float32))
+    np.savez_compressed(
+        out / "samples.npz",
+        source=test.source[:n],
+        material_id=test.material_id[:n],
+        num_atoms=counts,
+        atomic_numbers=atomic_numbers,
+        lattice_parameters=np.stack([lp for _, lp in samples]).astype(np.float64),
+        frac_coords=np.concatenate([x for x, _ in samples]).astype(np.float32),
+    )
     device = jax.devices()[0]
     report = {
-        "config": config_path, "model": dataclasses.asdict(config.model), "batch_size": config.batch_size,
+        "config": config_path,
+        "model": dataclasses.asdict(config.model),
+        "batch_size": config.batch_size,
         "device": f"{len(jax.devices())} x {device.platform} ({device.device_kind})",
-        "measured_steps_per_second": rate, "steps": steps,
+        "measured_steps_per_second": rate,
+        "steps": steps,
         "epochs": round(steps * config.batch_size / len(train_set), 2),
-        "train_wall_seconds": round(train_wall, 1), "sampled": n, "test_rows": len(test),
+        "train_wall_seconds": round(train_wall, 1),
+        "sampled": n,
+        "test_rows": len(test),
         "sample_wall_seconds_including_compile": round(sample_wall, 1),
-        "seconds_per_structure": seconds_per_crystal, "timesteps": config.diffusion.timesteps,
-        "weight_shards": [p.name for p in shards], "total_wall_seconds": round(time.perf_counter() - started, 1),
+        "seconds_per_structure": seconds_per_crystal,
+        "timesteps": config.diffusion.timesteps,
+        "weight_shards": [p.name for p in shards],
+        "total_wall_seconds": round(time.perf_counter() - started, 1),
     }
     (out / "run.json").write_text(json.dumps(report, indent=2))
     return report
@@ -180,16 +220,25 @@ def match(samples_dir: Path, csv: Path, processes: int | None = None) -> dict:
     for i, source in enumerate(samples["source"]):
         atoms = slice(offsets[i], offsets[i + 1])
         lattice = Lattice.from_parameters(*[float(v) for v in samples["lattice_parameters"][i]])
-        structures.append(Structure(lattice, [int(z) for z in samples["atomic_numbers"][atoms]],
-                                    samples["frac_coords"][atoms].astype(np.float64)))
+        structures.append(
+            Structure(
+                lattice,
+                [int(z) for z in samples["atomic_numbers"][atoms]],
+                samples["frac_coords"][atoms].astype(np.float64),
+            )
+        )
         references.append(cifs[str(source)])
     rms = match_all(references, structures, processes)
     matched = np.asarray([r for r in rms if r is not None], np.float64)
     n = len(structures)
     rate = len(matched) / max(n, 1)
     return {
-        "benchmark": "csp_true_symmetry", "n": n, "csv": str(csv), "rows": "the first n rows of the file",
-        "match_rate": rate, "match_rate_se": float(np.sqrt(rate * (1 - rate) / max(n, 1))),
+        "benchmark": "csp_true_symmetry",
+        "n": n,
+        "csv": str(csv),
+        "rows": "the first n rows of the file",
+        "match_rate": rate,
+        "match_rate_se": float(np.sqrt(rate * (1 - rate) / max(n, 1))),
         "rmse": float(matched.mean()) if len(matched) else None,
         "rmse_se": float(matched.std(ddof=1) / np.sqrt(len(matched))) if len(matched) > 1 else None,
         "remote_run": report,
@@ -213,8 +262,13 @@ def main(argv=None) -> int:
     r.add_argument("--sample-batch-size", type=int, default=256)
     r.add_argument("--sample-limit", type=int, default=None, help="sample at most the first N test rows")
     r.add_argument("--shard-mb", type=float, default=15.0)
-    r.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
-                   help="TrainConfig overrides, e.g. model.hidden=32 diffusion.timesteps=50 train_limit=64")
+    r.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=JSON",
+        help="TrainConfig overrides, e.g. model.hidden=32 diffusion.timesteps=50 train_limit=64",
+    )
     m = sub.add_parser("match", help="(here) match what run sampled")
     m.add_argument("--samples", required=True, help="the folder with samples.npz and run.json")
     m.add_argument("--csv", required=True)
@@ -226,9 +280,19 @@ def main(argv=None) -> int:
             print(json.dumps(pack(Path(args.out), args.data_root)))
         elif args.command == "run":
             overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-            report = run(Path(args.data), args.config, Path(args.out), args.train_seconds, args.sample_seconds,
-                         Path(args.workdir), args.batch_size, args.sample_batch_size, overrides, args.shard_mb,
-                         args.sample_limit)
+            report = run(
+                Path(args.data),
+                args.config,
+                Path(args.out),
+                args.train_seconds,
+                args.sample_seconds,
+                Path(args.workdir),
+                args.batch_size,
+                args.sample_batch_size,
+                overrides,
+                args.shard_mb,
+                args.sample_limit,
+            )
             print(json.dumps(report, indent=2))
         else:
             result = match(Path(args.samples), Path(args.csv), args.processes)

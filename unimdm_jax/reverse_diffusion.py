@@ -48,7 +48,6 @@ from unimdm_jax import diffusion, lattice, wyckoff
 from unimdm_jax.guidance import anchor_space_gradient
 from unimdm_jax.objective import DiffusionConfig, Schedules
 
-
 K_LIMIT = 10.0
 #: Default bound of the classifier's lattice shift, in noise norms per step (module docstring).
 MAX_LATTICE_SHIFT = 1.0
@@ -69,13 +68,28 @@ def _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, gu
     if guidance_scale == 0.0:
         return conditional
     unconditional = model.apply(params, graphs, x, k, t_graph, properties, jnp.zeros_like(use_condition))
-    return jax.tree_util.tree_map(lambda c, u: (1.0 + guidance_scale) * c - guidance_scale * u, conditional, unconditional)
+    return jax.tree_util.tree_map(
+        lambda c, u: (1.0 + guidance_scale) * c - guidance_scale * u, conditional, unconditional
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config", "guidance_scale", "step_lr"))
-def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionConfig, properties, use_condition,
-           guidance_scale: float = 0.0, step_lr: float = 1e-5, classifier=None, classifier_scale=0.0,
-           classifier_max_lattice_shift=MAX_LATTICE_SHIFT, classifier_max_coordinate_shift=MAX_COORDINATE_SHIFT):
+def sample(
+    params,
+    model,
+    graphs,
+    key,
+    schedules: Schedules,
+    config: DiffusionConfig,
+    properties,
+    use_condition,
+    guidance_scale: float = 0.0,
+    step_lr: float = 1e-5,
+    classifier=None,
+    classifier_scale=0.0,
+    classifier_max_lattice_shift=MAX_LATTICE_SHIFT,
+    classifier_max_coordinate_shift=MAX_COORDINATE_SHIFT,
+):
     """Sample coordinates and lattices for a padded batch whose composition, Wyckoff
     operations and space groups are given. Returns ``(frac_coords (N, 3), k (G, 6))``.
 
@@ -112,7 +126,9 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
         if classifier is None:
             return score, eps_hat
         grad_x, grad_k = classifier(graphs, x, k)
-        coordinate_shift = classifier_scale * anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
+        coordinate_shift = (
+            classifier_scale * anchor_space_gradient(ops, anchor, grad_x * node_mask) * node_mask
+        )
         anchor_norm = jnp.linalg.norm(coordinate_shift, axis=-1)[anchor]  # the orbit's anchor row
         coordinate_limit = classifier_max_coordinate_shift * jnp.sqrt(anchor_free_dims * norms[t])
         coordinate_shift = coordinate_shift * _shrink_to(anchor_norm, coordinate_limit)[:, None]
@@ -131,13 +147,18 @@ def sample(params, model, graphs, key, schedules: Schedules, config: DiffusionCo
 
         noise_scale = node_mask * (t > 1)  # the last step is noise-free, as in DiffCSP
 
-        scores, eps_hat = _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale)
+        scores, eps_hat = _denoise(
+            model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale
+        )
         score, _ = guided(x, k, t, scores, eps_hat)
         noise, _ = wyckoff.wyckoff_noise(jax.random.normal(corrector_key, x.shape), ops, anchor)
-        x = diffusion.ve_corrector_step(x, score, sigma_t, step_lr, noise * noise_scale,
-                                        sigma_begin=config.sigma_begin)
+        x = diffusion.ve_corrector_step(
+            x, score, sigma_t, step_lr, noise * noise_scale, sigma_begin=config.sigma_begin
+        )
 
-        scores, eps_hat = _denoise(model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale)
+        scores, eps_hat = _denoise(
+            model, params, graphs, x, k, t_graph, properties, use_condition, guidance_scale
+        )
         score, eps_hat = guided(x, k, t, scores, eps_hat)
         noise, _ = wyckoff.wyckoff_noise(jax.random.normal(predictor_key, x.shape), ops, anchor)
         x = diffusion.ve_predictor_step(x, score, sigma_t, sigma_prev, noise * noise_scale)

@@ -28,36 +28,78 @@ import sys
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m unimdm_jax.sample", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m unimdm_jax.sample",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--formula", help="reduced formula (LiFePO4) or conventional-cell counts (Li4Fe4P4O16)")
-    source.add_argument("--symmetry", help="JSON/JSONL file of symmetry schema records (skips the language model)")
+    source.add_argument(
+        "--formula", help="reduced formula (LiFePO4) or conventional-cell counts (Li4Fe4P4O16)"
+    )
+    source.add_argument(
+        "--symmetry", help="JSON/JSONL file of symmetry schema records (skips the language model)"
+    )
     parser.add_argument("--band-gap", type=float, help="target band gap, eV")
     parser.add_argument("--formation-energy", type=float, help="target formation energy, eV/atom")
-    parser.add_argument("-n", "--num-structures", type=int, default=8, help="structures to sample in all (default 8)")
-    parser.add_argument("--top-k", type=int, default=3, help="symmetry hypotheses of the language model (default 3)")
-    parser.add_argument("--out", required=True, help="output folder (must not exist or be empty, see --overwrite)")
+    parser.add_argument(
+        "-n", "--num-structures", type=int, default=8, help="structures to sample in all (default 8)"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=3, help="symmetry hypotheses of the language model (default 3)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="output folder (must not exist or be empty, see --overwrite)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu", "cuda", "npu", "auto"),
-                        help="cpu (default); gpu/cuda: JAX and torch on the GPU; npu: torch-npu for the language model")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (0: plain conditional)")
-    parser.add_argument("--oracle-guidance", type=float, default=0.0,
-                        help="classifier guidance scale with the property oracle's gradient (0: off)")
-    parser.add_argument("--oracle-sigma", type=float, default=0.5, help="width of the oracle likelihood (property units)")
-    parser.add_argument("--oracle-unbounded", action="store_true",
-                        help="oracle guidance without the safeguards (by default it keeps the cell volume and moves "
-                             "the lattice noise and each orbit's score by at most one norm per step)")
-    parser.add_argument("--unconditional", action="store_true", help="ignore the target in the Crystal DiT (null condition)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "gpu", "cuda", "npu", "auto"),
+        help="cpu (default); gpu/cuda: JAX and torch on the GPU; npu: torch-npu for the language model",
+    )
+    parser.add_argument(
+        "--guidance", type=float, default=0.0, help="classifier-free guidance scale w (0: plain conditional)"
+    )
+    parser.add_argument(
+        "--oracle-guidance",
+        type=float,
+        default=0.0,
+        help="classifier guidance scale with the property oracle's gradient (0: off)",
+    )
+    parser.add_argument(
+        "--oracle-sigma", type=float, default=0.5, help="width of the oracle likelihood (property units)"
+    )
+    parser.add_argument(
+        "--oracle-unbounded",
+        action="store_true",
+        help="oracle guidance without the safeguards (by default it keeps the cell volume and moves "
+        "the lattice noise and each orbit's score by at most one norm per step)",
+    )
+    parser.add_argument(
+        "--unconditional", action="store_true", help="ignore the target in the Crystal DiT (null condition)"
+    )
     parser.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step size")
-    parser.add_argument("--composition-mode", choices=("auto", "cell", "reduced"), default="auto",
-                        help="auto: counts with a common divisor are cell counts, else a reduced formula")
-    parser.add_argument("--allow-extrapolation", action="store_true", help="sample targets outside the trained range")
+    parser.add_argument(
+        "--composition-mode",
+        choices=("auto", "cell", "reduced"),
+        default="auto",
+        help="auto: counts with a common divisor are cell counts, else a reduced formula",
+    )
+    parser.add_argument(
+        "--allow-extrapolation", action="store_true", help="sample targets outside the trained range"
+    )
     parser.add_argument("--no-dedup", action="store_true", help="keep duplicate structures")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--dit-checkpoint", help="Crystal DiT folder (default: the embedded model for the target: dit_mp20_cpu for band gap, dit_mp20_formation_cpu for formation energy)")
-    parser.add_argument("--symmetry-model", help="symmetry predictor folder (default: the embedded small GLM-4)")
+    parser.add_argument(
+        "--dit-checkpoint",
+        help="Crystal DiT folder (default: the embedded model for the target: dit_mp20_cpu for band gap, dit_mp20_formation_cpu for formation energy)",
+    )
+    parser.add_argument(
+        "--symmetry-model", help="symmetry predictor folder (default: the embedded small GLM-4)"
+    )
     parser.add_argument("--oracle-checkpoint", help="property oracle folder (default: the embedded one)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser.parse_args(argv)
@@ -81,14 +123,29 @@ def main(argv=None) -> int:
     try:
         check_output_dir(args.out, args.overwrite)  # before minutes of sampling
         result = generate(
-            args.formula, band_gap=args.band_gap, formation_energy=args.formation_energy, n=args.num_structures,
-            top_k=args.top_k, symmetry=args.symmetry, seed=args.seed, guidance_scale=args.guidance,
-            step_lr=args.step_lr, dit_checkpoint=args.dit_checkpoint, symmetry_model=args.symmetry_model,
-            oracle_checkpoint=args.oracle_checkpoint, composition_mode=args.composition_mode,
-            device=args.device, unconditional=args.unconditional,
-            allow_extrapolation=args.allow_extrapolation, deduplicate=not args.no_dedup,
-            batch_size=args.batch_size, oracle_guidance=args.oracle_guidance, oracle_sigma=args.oracle_sigma,
-            oracle_safeguards=not args.oracle_unbounded, progress=not args.quiet, log=log,
+            args.formula,
+            band_gap=args.band_gap,
+            formation_energy=args.formation_energy,
+            n=args.num_structures,
+            top_k=args.top_k,
+            symmetry=args.symmetry,
+            seed=args.seed,
+            guidance_scale=args.guidance,
+            step_lr=args.step_lr,
+            dit_checkpoint=args.dit_checkpoint,
+            symmetry_model=args.symmetry_model,
+            oracle_checkpoint=args.oracle_checkpoint,
+            composition_mode=args.composition_mode,
+            device=args.device,
+            unconditional=args.unconditional,
+            allow_extrapolation=args.allow_extrapolation,
+            deduplicate=not args.no_dedup,
+            batch_size=args.batch_size,
+            oracle_guidance=args.oracle_guidance,
+            oracle_sigma=args.oracle_sigma,
+            oracle_safeguards=not args.oracle_unbounded,
+            progress=not args.quiet,
+            log=log,
         )
         out = result.write(args.out, overwrite=args.overwrite)
     except GenerationError as error:
@@ -100,11 +157,15 @@ def main(argv=None) -> int:
         return 1
     for warning in result.warnings:
         log(f"warning: {warning}")
-    log(f"{result.num_sampled} sampled, {len(result.crystals)} distinct -> {out}/ ({result.settings['seconds']} s)")
+    log(
+        f"{result.num_sampled} sampled, {len(result.crystals)} distinct -> {out}/ ({result.settings['seconds']} s)"
+    )
     for row in (c.summary() for c in result.crystals):
         predicted = " ".join(f"{k[10:]}={row[k]:.2f}" for k in row if k.startswith("predicted_"))
-        log(f"  {row['cell_formula']:<16} {row['space_group_symbol']:<10} a={row['a']:.2f} b={row['b']:.2f} "
-            f"c={row['c']:.2f} V={row['volume']:.1f} {predicted}")
+        log(
+            f"  {row['cell_formula']:<16} {row['space_group_symbol']:<10} a={row['a']:.2f} b={row['b']:.2f} "
+            f"c={row['c']:.2f} V={row['volume']:.1f} {predicted}"
+        )
     return 0
 
 

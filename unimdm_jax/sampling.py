@@ -35,16 +35,34 @@ def crystal_structures(dataset, indices, frac_coords, lattice_params, graph_offs
         a0 = dataset.atom_offsets[index]
         species = [int(z) for z in dataset.atomic_numbers[a0 : a0 + count]]
         lattice = Lattice.from_parameters(*[float(v) for v in lattice_params[position]])
-        structures.append(Structure(lattice, species, np.asarray(frac_coords[start : start + count], np.float64)))
+        structures.append(
+            Structure(lattice, species, np.asarray(frac_coords[start : start + count], np.float64))
+        )
     return structures
 
 
-def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: int = 0, guidance_scale: float = 0.0,
-                   step_lr: float = 1e-5, property_values=None, progress: bool = True, oracle_apply=None,
-                   oracle_params=None, oracle_targets=None, oracle_property_index: int = 0,
-                   classifier_scale: float = 0.0, classifier_sigma: float = 1.0,
-                   classifier_safeguards: bool = True, as_arrays: bool = False, deadline: float | None = None,
-                   steps: int | None = None):
+def sample_dataset(
+    model,
+    params,
+    config,
+    dataset,
+    batch_size: int = 64,
+    seed: int = 0,
+    guidance_scale: float = 0.0,
+    step_lr: float = 1e-5,
+    property_values=None,
+    progress: bool = True,
+    oracle_apply=None,
+    oracle_params=None,
+    oracle_targets=None,
+    oracle_property_index: int = 0,
+    classifier_scale: float = 0.0,
+    classifier_sigma: float = 1.0,
+    classifier_safeguards: bool = True,
+    as_arrays: bool = False,
+    deadline: float | None = None,
+    steps: int | None = None,
+):
     """Sample one structure for every crystal of ``dataset`` under its own symmetry.
 
     ``as_arrays``: return ``(frac_coords (n_atoms, 3), lattice_parameters (6,))`` per crystal
@@ -75,13 +93,18 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
     schedules = make_schedules(config.diffusion)
     if steps is not None and steps != config.diffusion.timesteps:
         schedules = respace_schedules(schedules, steps)
-    values = dataset.properties[:, columns] if property_values is None else np.asarray(property_values, np.float64)
+    values = (
+        dataset.properties[:, columns] if property_values is None else np.asarray(property_values, np.float64)
+    )
     structures, sampling_seconds = [], 0.0
-    bounds = dict(classifier_max_lattice_shift=MAX_LATTICE_SHIFT if classifier_safeguards else np.inf,
-                  classifier_max_coordinate_shift=MAX_COORDINATE_SHIFT if classifier_safeguards else np.inf)
+    bounds = dict(
+        classifier_max_lattice_shift=MAX_LATTICE_SHIFT if classifier_safeguards else np.inf,
+        classifier_max_coordinate_shift=MAX_COORDINATE_SHIFT if classifier_safeguards else np.inf,
+    )
     key = jax.random.PRNGKey(seed)
-    for number, (indices, graphs) in enumerate(tqdm(batches, desc="sample", unit="batch", disable=not progress,
-                                                    file=sys.stderr)):
+    for number, (indices, graphs) in enumerate(
+        tqdm(batches, desc="sample", unit="batch", disable=not progress, file=sys.stderr)
+    ):
         condition = np.zeros((budget.graphs, len(columns)), np.float32)
         use = np.zeros((budget.graphs, len(columns)), bool)
         condition[: len(indices)] = np.nan_to_num(values[indices])
@@ -90,20 +113,39 @@ def sample_dataset(model, params, config, dataset, batch_size: int = 64, seed: i
         if oracle_apply is not None:
             targets = np.full((budget.graphs,), np.nan, np.float32)
             targets[: len(indices)] = np.asarray(oracle_targets, np.float64)[indices]
-            classifier = oracle_guidance(oracle_apply, oracle_params, targets, oracle_property_index, classifier_sigma,
-                                         keep_volume=classifier_safeguards)
+            classifier = oracle_guidance(
+                oracle_apply,
+                oracle_params,
+                targets,
+                oracle_property_index,
+                classifier_sigma,
+                keep_volume=classifier_safeguards,
+            )
         started = time.perf_counter()
-        x, k = sample(params, model, jax.tree_util.tree_map(jnp.asarray, graphs), jax.random.fold_in(key, number),
-                      schedules, config.diffusion, jnp.asarray(condition), jnp.asarray(use),
-                      guidance_scale=guidance_scale, step_lr=step_lr, classifier=classifier,
-                      classifier_scale=classifier_scale, **bounds)
+        x, k = sample(
+            params,
+            model,
+            jax.tree_util.tree_map(jnp.asarray, graphs),
+            jax.random.fold_in(key, number),
+            schedules,
+            config.diffusion,
+            jnp.asarray(condition),
+            jnp.asarray(use),
+            guidance_scale=guidance_scale,
+            step_lr=step_lr,
+            classifier=classifier,
+            classifier_scale=classifier_scale,
+            **bounds,
+        )
         x, lattice_params = jax.device_get((x, k_to_lattice_params(k)))
         if number > 0:  # the first batch includes compilation
             sampling_seconds += time.perf_counter() - started
         offsets = np.concatenate([[0], np.cumsum(graphs.n_node)])
         if as_arrays:
-            structures += [(np.asarray(x[offsets[i]: offsets[i] + dataset.num_atoms[index]]), lattice_params[i])
-                           for i, index in enumerate(indices)]
+            structures += [
+                (np.asarray(x[offsets[i] : offsets[i] + dataset.num_atoms[index]]), lattice_params[i])
+                for i, index in enumerate(indices)
+            ]
         else:
             structures += crystal_structures(dataset, indices, x, lattice_params, offsets)
         if deadline is not None and time.perf_counter() > deadline:

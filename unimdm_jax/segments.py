@@ -22,6 +22,8 @@ def segment_mean(values, segment_ids, num_segments: int, mask=None):
     over all entries."""
     weights = jnp.ones(values.shape[:1], values.dtype) if mask is None else mask.astype(values.dtype)
     weights = weights.reshape((-1,) + (1,) * (values.ndim - 1))
-    total = jax.ops.segment_sum(values if mask is None else values * weights, segment_ids, num_segments=num_segments)
+    total = jax.ops.segment_sum(
+        values if mask is None else values * weights, segment_ids, num_segments=num_segments
+    )
     count = jax.ops.segment_sum(weights, segment_ids, num_segments=num_segments)
     return total / jnp.maximum(count, 1.0)

@@ -36,8 +36,15 @@ from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
 from unimdm_jax import provenance
-from unimdm_jax.checkpoint import (TRAIN_STATE_FILE, flatten, load_model, load_train_state, save_train_state,
-                                   train_state_segments, unflatten)
+from unimdm_jax.checkpoint import (
+    TRAIN_STATE_FILE,
+    flatten,
+    load_model,
+    load_train_state,
+    save_train_state,
+    train_state_segments,
+    unflatten,
+)
 from unimdm_jax.config import TrainConfig, get_task, load_config, property_columns
 from unimdm_jax.data import preprocess
 from unimdm_jax.data.batching import BatchIterator
@@ -52,9 +59,15 @@ class TrainState(struct.PyTreeNode):
 
 def make_optimizer(config: TrainConfig):
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, config.warmup_steps, max(config.total_steps, config.warmup_steps + 1), 0.01 * config.learning_rate
+        0.0,
+        config.learning_rate,
+        config.warmup_steps,
+        max(config.total_steps, config.warmup_steps + 1),
+        0.01 * config.learning_rate,
     )
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adamw(schedule, weight_decay=config.weight_decay))
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip), optax.adamw(schedule, weight_decay=config.weight_decay)
+    )
 
 
 def prepare_config(config: TrainConfig, train_set) -> TrainConfig:
@@ -72,7 +85,9 @@ def init_state(config: TrainConfig, example_graphs):
     params = jax.jit(model.init)(jax.random.PRNGKey(config.seed), *task.init_inputs(config, graphs))
     optimizer = make_optimizer(config)
     ema_params = jax.tree_util.tree_map(jnp.copy, params)  # distinct buffers: the step donates both
-    state = TrainState(step=jnp.asarray(0), params=params, ema_params=ema_params, opt_state=optimizer.init(params))
+    state = TrainState(
+        step=jnp.asarray(0), params=params, ema_params=ema_params, opt_state=optimizer.init(params)
+    )
     return model, state
 
 
@@ -85,17 +100,32 @@ def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) ->
     property's embedding initialises the i-th: the modules are named after the property."""
     _, loaded, loaded_config, _ = load_model(init_from)
     if loaded_config.task != config.task:
-        raise ValueError(f"init_from {init_from}: a {loaded_config.task!r} checkpoint, the config trains {config.task!r}")
-    old_names, new_names = tuple(getattr(loaded_config.model, "properties", ())), tuple(getattr(config.model, "properties", ()))
+        raise ValueError(
+            f"init_from {init_from}: a {loaded_config.task!r} checkpoint, the config trains {config.task!r}"
+        )
+    old_names, new_names = (
+        tuple(getattr(loaded_config.model, "properties", ())),
+        tuple(getattr(config.model, "properties", ())),
+    )
     if config.task == "diffusion" and old_names != new_names and len(old_names) == len(new_names):
         renames = {f"property_{old}": f"property_{new}" for old, new in zip(old_names, new_names)}
-        loaded = {"params": unflatten({"/".join(renames.get(part, part) for part in key.split("/")): value
-                                       for key, value in flatten(loaded["params"]).items()})}
-    expected = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(state.params)}
+        loaded = {
+            "params": unflatten(
+                {
+                    "/".join(renames.get(part, part) for part in key.split("/")): value
+                    for key, value in flatten(loaded["params"]).items()
+                }
+            )
+        }
+    expected = {
+        jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(state.params)
+    }
     found = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(loaded)}
     if expected != found:
         differ = sorted(set(expected.items()) ^ set(found.items()))
-        raise ValueError(f"init_from {init_from}: parameters do not match the config's model (first difference: {differ[0][0]})")
+        raise ValueError(
+            f"init_from {init_from}: parameters do not match the config's model (first difference: {differ[0][0]})"
+        )
     params = jax.tree_util.tree_map(lambda new, old: jnp.asarray(old, new.dtype), state.params, loaded)
     ema_params = jax.tree_util.tree_map(jnp.copy, params)
     return state.replace(params=params, ema_params=ema_params, opt_state=make_optimizer(config).init(params))
@@ -120,7 +150,9 @@ def make_train_step(model, config: TrainConfig, columns, mesh):
         metrics["grad_norm"] = optax.global_norm(grads)
         return state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state), metrics
 
-    step = jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P(), P()), check_vma=False)
+    step = jax.shard_map(
+        per_shard, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P(), P()), check_vma=False
+    )
     return jax.jit(step, donate_argnums=(0,))
 
 
@@ -132,7 +164,9 @@ def make_eval_loss(model, config: TrainConfig, columns, mesh):
         _, metrics = loss_fn(params, model, graphs, key, columns, "data", training=False)
         return jax.lax.psum(metrics, "data")
 
-    return jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P("data"), P()), out_specs=P(), check_vma=False))
+    return jax.jit(
+        jax.shard_map(per_shard, mesh=mesh, in_specs=(P(), P("data"), P()), out_specs=P(), check_vma=False)
+    )
 
 
 def checkpoint_manager(workdir: Path, config: TrainConfig):
@@ -175,8 +209,9 @@ def steps_per_second(config: TrainConfig, train_set, timed_steps: int = 30) -> f
     return timed_steps / (time.perf_counter() - started)
 
 
-def train(config: TrainConfig, workdir: Path, config_path: str | None = None, progress: bool = True,
-          datasets=None) -> TrainState:
+def train(
+    config: TrainConfig, workdir: Path, config_path: str | None = None, progress: bool = True, datasets=None
+) -> TrainState:
     """Train ``config`` in ``workdir`` (resuming there when it has a saved step). ``datasets``:
     ``(train_set, eval_set)`` CrystalDatasets instead of the policy splits read through the
     preprocessing cache (a machine without the CSVs or pymatgen; ``unimdm_jax.remote``)."""
@@ -194,8 +229,11 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
         (train_set, eval_set), failures = datasets, []
     if config.train_limit:
         train_set = train_set.select(np.arange(min(config.train_limit, len(train_set))))
-    print(f"training on {len(train_set)} crystals ({len(failures)} failed symmetry extraction), "
-          f"{num_shards} device(s): {devices[0].platform}", file=sys.stderr)
+    print(
+        f"training on {len(train_set)} crystals ({len(failures)} failed symmetry extraction), "
+        f"{num_shards} device(s): {devices[0].platform}",
+        file=sys.stderr,
+    )
     columns = property_columns(config.model, train_set.property_names)
     config = prepare_config(config, train_set)  # depends only on the data: same on resume
     save_run_files(workdir, config, config_path)
@@ -227,14 +265,28 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
     csv_path = workdir / "metrics.csv"
     new_csv = not csv_path.exists()
     csv_file = open(csv_path, "a", newline="")
-    fields = ["step", "split", *get_task(config).metric_names(config), "grad_norm", "crystals_per_s", "wall_s"]
+    fields = [
+        "step",
+        "split",
+        *get_task(config).metric_names(config),
+        "grad_norm",
+        "crystals_per_s",
+        "wall_s",
+    ]
     log = csv.DictWriter(csv_file, fieldnames=fields, extrasaction="ignore")
     if new_csv:
         log.writeheader()
 
     start_step = int(state.step)
     machine = provenance.machine()  # recorded in the train state file's segments
-    bar = tqdm(total=config.total_steps, initial=start_step, desc="train", unit="step", disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=config.total_steps,
+        initial=start_step,
+        desc="train",
+        unit="step",
+        disable=not progress,
+        file=sys.stderr,
+    )
     window_start, window_steps, started = time.perf_counter(), 0, time.perf_counter()
     metrics = None
     for step in range(start_step, config.total_steps):
@@ -262,9 +314,15 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
                 writer.add_scalar(f"{config.eval_split}/{name}", value, done)
         if done % config.checkpoint_every == 0 or done == config.total_steps:
             manager.save(done, args=ocp.args.StandardSave(state))
-            segment = {"workdir": str(workdir), "from_step": start_step, "to_step": done,
-                       "wall_seconds": round(time.perf_counter() - started, 1), "machine": machine,
-                       "resume_from": config.resume_from, "init_from": config.init_from}
+            segment = {
+                "workdir": str(workdir),
+                "from_step": start_step,
+                "to_step": done,
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "machine": machine,
+                "resume_from": config.resume_from,
+                "init_from": config.init_from,
+            }
             save_train_state(jax.device_get(state), workdir / TRAIN_STATE_FILE, [*segments, segment])
     manager.wait_until_finished()
     bar.close()
@@ -273,11 +331,18 @@ def train(config: TrainConfig, workdir: Path, config_path: str | None = None, pr
     return state
 
 
-def evaluate_loss(eval_loss, params, dataset, config: TrainConfig, num_shards, sharding, max_batches: int = 16):
+def evaluate_loss(
+    eval_loss, params, dataset, config: TrainConfig, num_shards, sharding, max_batches: int = 16
+):
     """Mean loss and metrics over a fixed set of batches (and, for diffusion, noise levels),
     for model selection."""
-    iterator = BatchIterator(dataset, min(config.batch_size, len(dataset) // num_shards * num_shards),
-                             seed=12345, num_shards=num_shards, shuffle=False)
+    iterator = BatchIterator(
+        dataset,
+        min(config.batch_size, len(dataset) // num_shards * num_shards),
+        seed=12345,
+        num_shards=num_shards,
+        shuffle=False,
+    )
     totals: dict[str, float] = {}
     count = min(max_batches, iterator.steps_per_epoch)
     for i in range(count):
@@ -293,10 +358,19 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
     parser.add_argument("--workdir", default=None, help="default: workdirs/<config name>")
     parser.add_argument("--steps", type=int, default=None, help="override total_steps")
-    parser.add_argument("--init-from", default=None, help="override init_from (warm start from a checkpoint; 'none': from scratch)")
-    parser.add_argument("--resume-from", default=None,
-                        help="continue from a train state file (e.g. a committed workdir/train_state.safetensors)")
-    parser.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="override init_from (warm start from a checkpoint; 'none': from scratch)",
+    )
+    parser.add_argument(
+        "--resume-from",
+        default=None,
+        help="continue from a train state file (e.g. a committed workdir/train_state.safetensors)",
+    )
+    parser.add_argument(
+        "--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:

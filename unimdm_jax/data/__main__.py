@@ -80,8 +80,7 @@ def add_download_command(subparsers) -> None:
     p.add_argument("name", choices=["mp_20", "perov_5", "carbon_24", "mpts_52"])
     p.add_argument(
         "--dest",
-        help="data root; files go to DEST/<name>/ (default: $UNIMDM_DATA, else "
-        "~/.cache/unimdm/data)",
+        help="data root; files go to DEST/<name>/ (default: $UNIMDM_DATA, else ~/.cache/unimdm/data)",
     )
     p.add_argument("--base-url", help="mirror replacing the .../data URL prefix")
     p.add_argument("--force", action="store_true", help="re-download files already present")
@@ -197,23 +196,28 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     from unimdm_jax.data.preprocess import preprocess_file
 
     for file in args.files:
-        dataset, failures = preprocess_file(file, cache_dir=args.cache_dir, workers=args.workers,
-                                            symprec=args.symprec, progress=not args.quiet)
+        dataset, failures = preprocess_file(
+            file,
+            cache_dir=args.cache_dir,
+            workers=args.workers,
+            symprec=args.symprec,
+            progress=not args.quiet,
+        )
         _report_failures(failures)
         print(f"{file}: {len(dataset)} crystal(s) symmetrized, {len(failures)} failed")
     return 0
 
 
 def add_preprocess_command(subparsers) -> None:
-    p = subparsers.add_parser("preprocess", help="symmetrize CSV files into the on-disk cache used by training")
+    p = subparsers.add_parser(
+        "preprocess", help="symmetrize CSV files into the on-disk cache used by training"
+    )
     p.add_argument("files", nargs="+", help="CDVAE-format CSV files")
     p.add_argument("--cache-dir", default=None, help="default: $UNIMDM_CACHE or ~/.cache/unimdm/preprocessed")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--symprec", type=float, default=0.01, help="symmetry tolerance (default 0.01)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run_preprocess)
-
-
 
 
 def _command_adders() -> list[Callable]:

@@ -61,8 +61,9 @@ def budget_for(num_atoms_per_shard: list[np.ndarray], batch_size: int) -> Budget
     return Budget(budget_ladder(nodes), budget_ladder(max(edges, 1)), batch_size + 1)
 
 
-def graphs_from_dataset(dataset: CrystalDataset, indices, budget: Budget | None = None,
-                        first_position: int = 0) -> jraph.GraphsTuple:
+def graphs_from_dataset(
+    dataset: CrystalDataset, indices, budget: Budget | None = None, first_position: int = 0
+) -> jraph.GraphsTuple:
     """One padded GraphsTuple holding the crystals ``indices`` (numpy arrays, host side).
 
     nodes:   atomic_numbers, frac_coords, wyckoff_ops, ops_rotation_pinv,
@@ -80,7 +81,11 @@ def graphs_from_dataset(dataset: CrystalDataset, indices, budget: Budget | None 
     if len(indices) + 1 > budget.graphs:
         raise ValueError(f"{len(indices)} crystals do not fit a budget of {budget.graphs - 1} graphs")
     offsets = dataset.atom_offsets
-    atoms = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in indices]) if len(indices) else np.zeros(0, int)
+    atoms = (
+        np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in indices])
+        if len(indices)
+        else np.zeros(0, int)
+    )
     n_real, e_real = int(counts.sum()), int(num_edges(counts).sum())
     if n_real + 1 > budget.nodes or e_real > budget.edges:
         raise ValueError(f"batch of {n_real} atoms / {e_real} edges exceeds budget {budget}")
@@ -129,7 +134,11 @@ def graphs_from_dataset(dataset: CrystalDataset, indices, budget: Budget | None 
         "properties": pad(np.where(property_mask, properties, 0.0), budget.graphs),
         "property_mask": pad(property_mask, budget.graphs, False),
         "mask": pad(np.ones(len(indices), bool), budget.graphs, False),
-        "position": pad(np.arange(first_position, first_position + len(indices), dtype=np.int32), budget.graphs, PADDING_POSITION),
+        "position": pad(
+            np.arange(first_position, first_position + len(indices), dtype=np.int32),
+            budget.graphs,
+            PADDING_POSITION,
+        ),
     }
     globals_["lattice_parameters"][len(indices) :] = (1.0, 1.0, 1.0, 90.0, 90.0, 90.0)
     return jraph.GraphsTuple(
@@ -156,7 +165,7 @@ class PaddedBatches:
         indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
         self.dataset = dataset
         self.batch_size = batch_size
-        self.indices = [indices[i: i + batch_size] for i in range(0, len(indices), batch_size)]
+        self.indices = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
         self._counts = [dataset.num_atoms[b].astype(np.int64) for b in self.indices]
         self.budget = budget_for(self._counts, batch_size) if common_budget and self.indices else None
 
@@ -165,7 +174,12 @@ class PaddedBatches:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, jraph.GraphsTuple]]:
         for batch, counts in zip(self.indices, self._counts):
-            yield batch, graphs_from_dataset(self.dataset, batch, self.budget or budget_for([counts], self.batch_size))
+            yield (
+                batch,
+                graphs_from_dataset(
+                    self.dataset, batch, self.budget or budget_for([counts], self.batch_size)
+                ),
+            )
 
 
 def stack_graphs(graphs: list[jraph.GraphsTuple]) -> jraph.GraphsTuple:
@@ -215,7 +229,9 @@ class BatchIterator:
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             n = len(self.dataset)
-            self._order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+            self._order = (
+                np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+            )
             self._epoch = epoch
         return self._order[position * self.batch_size : (position + 1) * self.batch_size]
 
@@ -232,7 +248,9 @@ class BatchIterator:
         return batch
 
 
-def count_shapes(dataset: CrystalDataset, batch_size: int, steps: int, seed: int = 0, num_shards: int = 1) -> set:
+def count_shapes(
+    dataset: CrystalDataset, batch_size: int, steps: int, seed: int = 0, num_shards: int = 1
+) -> set:
     """The distinct padded (nodes, edges) budgets over ``steps`` batches (what jit compiles)."""
     iterator = BatchIterator(dataset, batch_size, seed, num_shards=num_shards)
     shapes = set()

@@ -208,13 +208,10 @@ def verify_file(
     digest = file_sha256(path)
     for origin, ref in (("manifest", asdict(spec)), (LOCK_NAME, lock_entry or {})):
         if ref.get("size") is not None and int(ref["size"]) != size:
-            raise DownloadError(
-                f"{name}: size {size} does not match {origin} ({ref['size']})"
-            )
+            raise DownloadError(f"{name}: size {size} does not match {origin} ({ref['size']})")
         if ref.get("sha256") is not None and str(ref["sha256"]).lower() != digest:
             raise DownloadError(
-                f"{name}: sha256 {digest[:16]}... does not match {origin} "
-                f"({str(ref['sha256'])[:16]}...)"
+                f"{name}: sha256 {digest[:16]}... does not match {origin} ({str(ref['sha256'])[:16]}...)"
             )
     rows = None
     if check_rows:
@@ -243,7 +240,9 @@ def _read_lock(directory: Path) -> dict | None:
         raise DownloadError(f"{lock}: unreadable lock file ({one_line(exc)})") from exc
 
 
-def _write_lock(directory: Path, name: str, source: str, checks: Sequence[FileCheck], old: dict | None) -> Path:
+def _write_lock(
+    directory: Path, name: str, source: str, checks: Sequence[FileCheck], old: dict | None
+) -> Path:
     files = dict((old or {}).get("files", {}))
     for c in checks:
         files[c.filename] = {"size": c.size, "sha256": c.sha256, "rows": c.rows}
@@ -325,9 +324,7 @@ def _fetch(
                     out.write(chunk)
                     bar.update(len(chunk))
             if total and total.isdigit() and out.tell() != int(total):
-                raise DownloadError(
-                    f"{label}: truncated download ({out.tell()} of {total} bytes) from {url}"
-                )
+                raise DownloadError(f"{label}: truncated download ({out.tell()} of {total} bytes) from {url}")
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{label}: HTTP {exc.code} {exc.reason} for {url}") from exc
     except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
@@ -511,4 +508,3 @@ def verify_dataset(
         _write_lock(directory, name, "verify --lock", checks, None)
         report.lock_written = True
     return report
-

@@ -206,8 +206,7 @@ def _read_table(path: Path, nrows: int | None) -> _Table:
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise DatasetError(
-            f"{path}: missing required column(s) {', '.join(missing)} "
-            f"(found: {', '.join(columns) or 'none'})"
+            f"{path}: missing required column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})"
         )
     data = {c: df[c].tolist() for c in columns}
     return _Table(path=path, columns=columns, data=data, nrows=len(df))
@@ -262,17 +261,13 @@ def _table_rows(
     cifs = table.data["cif"]
     name = table.path.name
     for i in range(start, stop):
-        props = {
-            p: (float(numeric[p][i]) if p in numeric else math.nan) for p in prop_names
-        }
+        props = {p: (float(numeric[p][i]) if p in numeric else math.nan) for p in prop_names}
         yield CrystalRow(
             material_id=ids[i],
             cif=cifs[i],
             properties=props,
             formula=table.data[formula_col][i] if formula_col else "",
-            spacegroup_number=(
-                _parse_spacegroup(table.data[sg_col][i], table.path, i) if sg_col else None
-            ),
+            spacegroup_number=(_parse_spacegroup(table.data[sg_col][i], table.path, i) if sg_col else None),
             source=f"{name}:{i}",
         )
 
@@ -456,9 +451,7 @@ class FileSlice:
             return
         rows = read_rows(self.path, limit=wanted[-1] + 1, properties=properties)
         if len(rows) <= wanted[-1]:
-            raise DatasetError(
-                f"{self.path}: has {len(rows)} rows, subset needs row {wanted[-1]}"
-            )
+            raise DatasetError(f"{self.path}: has {len(rows)} rows, subset needs row {wanted[-1]}")
         for i in wanted:
             yield rows[i]
 
@@ -487,9 +480,7 @@ class MP20Split:
 def mp20_split(name: str, root: PathLike | None = None) -> MP20Split:
     """The policy split ``name`` (``train``, ``holdout``, ``test``, ``test_1k``)."""
     if name not in MP20_SPLIT_NAMES:
-        raise DatasetError(
-            f"unknown MP-20 split {name!r} (choose from {', '.join(MP20_SPLIT_NAMES)})"
-        )
+        raise DatasetError(f"unknown MP-20 split {name!r} (choose from {', '.join(MP20_SPLIT_NAMES)})")
     paths = mp20_paths(root)
     notes: tuple[str, ...] = ()
     if name == "train":
@@ -548,4 +539,3 @@ test_subset_indices.__test__ = False  # type: ignore[attr-defined]
 
 #: The MP-20 ``test_1k`` subset: 0-based row indices into ``test.csv.gz`` (sorted).
 TEST_1K: tuple[int, ...] = tuple(int(i) for i in test_subset_indices())
-

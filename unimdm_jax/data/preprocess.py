@@ -120,7 +120,9 @@ class CrystalDataset:
             material_id=np.asarray([c.material_id for c in crystals], dtype=str),
             source=np.asarray(sources, dtype=str),
             spacegroup=np.asarray([c.spacegroup_number for c in crystals], dtype=np.int32),
-            lattice_parameters=np.asarray([c.lattice_parameters for c in crystals], np.float64).reshape(-1, 6),
+            lattice_parameters=np.asarray([c.lattice_parameters for c in crystals], np.float64).reshape(
+                -1, 6
+            ),
             num_atoms=np.asarray([c.num_atoms for c in crystals], dtype=np.int32),
             symprec=np.asarray([c.symprec for c in crystals], dtype=np.float64),
             property_names=tuple(property_names),
@@ -129,7 +131,12 @@ class CrystalDataset:
             ).reshape(-1, len(property_names)),
             sites_json=np.asarray(
                 [
-                    json.dumps([[s.element, s.letter, s.multiplicity, s.representative, s.free_parameters] for s in c.sites])
+                    json.dumps(
+                        [
+                            [s.element, s.letter, s.multiplicity, s.representative, s.free_parameters]
+                            for s in c.sites
+                        ]
+                    )
                     for c in crystals
                 ],
                 dtype=str,
@@ -146,7 +153,9 @@ class CrystalDataset:
         arrays = {f: getattr(self, f) for f in _CRYSTAL_FIELDS + _ATOM_FIELDS}
         arrays["property_names"] = np.asarray(self.property_names, dtype=str)
         path = Path(path)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # two processes may write one cache at once
+        tmp = path.with_name(
+            f"{path.name}.{os.getpid()}.tmp.npz"
+        )  # two processes may write one cache at once
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)
 
@@ -168,7 +177,14 @@ _CRYSTAL_FIELDS = (
     "properties",
     "sites_json",
 )
-_ATOM_FIELDS = ("atomic_numbers", "frac_coords", "wyckoff_ops", "anchor_index", "ops_rotation_pinv", "site_index")
+_ATOM_FIELDS = (
+    "atomic_numbers",
+    "frac_coords",
+    "wyckoff_ops",
+    "anchor_index",
+    "ops_rotation_pinv",
+    "site_index",
+)
 
 
 def _symbol(number: int) -> str:
@@ -187,12 +203,20 @@ def _symmetrize_row(args):
         return None, Failure(material_id, source, f"{type(error).__name__}: {error}"[:500])
 
 
-def symmetrize_rows(rows, workers: int | None = None, symprec: float = DEFAULT_SYMPREC, progress: bool = True):
+def symmetrize_rows(
+    rows, workers: int | None = None, symprec: float = DEFAULT_SYMPREC, progress: bool = True
+):
     """Symmetrize CSV rows in parallel, preserving order. Returns (dataset, failures)."""
 
     workers = workers or os.cpu_count() or 1
     jobs = [
-        (r.material_id, r.cif, {n: r.properties.get(n, float("nan")) for n in PROPERTY_NAMES}, r.source, symprec)
+        (
+            r.material_id,
+            r.cif,
+            {n: r.properties.get(n, float("nan")) for n in PROPERTY_NAMES},
+            r.source,
+            symprec,
+        )
         for r in rows
     ]
     bar = tqdm(total=len(jobs), desc="symmetry", unit="crystal", disable=not progress, file=sys.stderr)

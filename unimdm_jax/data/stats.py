@@ -34,6 +34,7 @@ __all__ = [
     "format_stats",
 ]
 
+
 @dataclass
 class PropertySummary:
     count: int  # finite values
@@ -162,9 +163,7 @@ def compute_stats(
         for k in r.properties:
             if k not in prop_names:
                 prop_names.append(k)
-    props = {
-        k: _summary((r.properties.get(k, math.nan) for r in rows), len(rows)) for k in prop_names
-    }
+    props = {k: _summary((r.properties.get(k, math.nan) for r in rows), len(rows)) for k in prop_names}
     return DatasetStats(
         files=[str(p) for p in files],
         rows=len(rows),
@@ -218,10 +217,7 @@ def format_stats(stats: DatasetStats, *, top_spacegroups: int = 15, width: int =
             lines.append(f"    ... {len(stats.parse_failures) - 5} more")
 
     lines.append("")
-    lines.append(
-        f"elements: {stats.n_elements} distinct "
-        f"(structures containing each, of {n_ok} parsed)"
-    )
+    lines.append(f"elements: {stats.n_elements} distinct (structures containing each, of {n_ok} parsed)")
     cells = [f"{el:>2} {n:>6}" for el, n in stats.element_counts.items()]
     for i in range(0, len(cells), 8):
         lines.append("    " + "  ".join(cells[i : i + 8]))
@@ -230,9 +226,7 @@ def format_stats(stats: DatasetStats, *, top_spacegroups: int = 15, width: int =
     if stats.atoms_per_cell:
         tot = sum(k * v for k, v in stats.atoms_per_cell.items())
         lo, hi = min(stats.atoms_per_cell), max(stats.atoms_per_cell)
-        lines.append(
-            f"atoms per cell: min {lo}, max {hi}, mean {tot / max(n_ok, 1):.2f}"
-        )
+        lines.append(f"atoms per cell: min {lo}, max {hi}, mean {tot / max(n_ok, 1):.2f}")
         items = [(str(k), stats.atoms_per_cell.get(k, 0)) for k in range(lo, hi + 1)]
         lines.extend(_bar_lines(items, n_ok, width))
     else:

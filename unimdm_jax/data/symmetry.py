@@ -114,7 +114,9 @@ class SymmetrizedCrystal:
             composition=schema.Composition(counts),
             space_group=schema.SpaceGroup(self.spacegroup_number, self.spacegroup_symbol),
             wyckoff=tuple(
-                schema.WyckoffEntry(s.element, s.letter, s.multiplicity, tuple(round(float(c), 6) for c in s.representative))
+                schema.WyckoffEntry(
+                    s.element, s.letter, s.multiplicity, tuple(round(float(c), 6) for c in s.representative)
+                )
                 for s in self.sites
             ),
             properties=properties,
@@ -251,7 +253,9 @@ def _check_no_overlapping_atoms(structure, material_id: str) -> None:
     except (AttributeError, TypeError):
         raise SymmetryError(f"{material_id or 'structure'}: not a pymatgen Structure") from None
     if closest < MIN_ATOM_DISTANCE:
-        raise SymmetryError(f"{material_id or 'structure'}: atoms {closest:.3g} A apart (minimum {MIN_ATOM_DISTANCE} A)")
+        raise SymmetryError(
+            f"{material_id or 'structure'}: atoms {closest:.3g} A apart (minimum {MIN_ATOM_DISTANCE} A)"
+        )
 
 
 def extract_symmetry(
@@ -279,7 +283,9 @@ def extract_symmetry(
                 for site in crystal.atom_sites
             )
             lattice_parameters = np.asarray(crystal.lattice.get_para(degree=True), dtype=np.float64)
-            result = build_crystal(material_id, crystal.group.number, lattice_parameters, sites, properties, tol)
+            result = build_crystal(
+                material_id, crystal.group.number, lattice_parameters, sites, properties, tol
+            )
             if result.structure().composition.reduced_formula != structure.composition.reduced_formula:
                 raise SymmetryError("the symmetrized cell changed the composition")
             return result

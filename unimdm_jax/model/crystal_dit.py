@@ -102,10 +102,13 @@ class CrystalDiT(nn.Module):
         h = h + global_token[node_graph]
         k_per_node = k[node_graph]
         for layer in range(cfg.num_layers):
-            h = CrystalMessagePassing(cfg.hidden, cfg.num_frequencies, cfg.message_layers, cfg.first_frequency,
-                                      name=f"message_passing_{layer}")(
-                h, frac_coords, k_per_node, graphs.senders, graphs.receivers, edge_mask
-            )
+            h = CrystalMessagePassing(
+                cfg.hidden,
+                cfg.num_frequencies,
+                cfg.message_layers,
+                cfg.first_frequency,
+                name=f"message_passing_{layer}",
+            )(h, frac_coords, k_per_node, graphs.senders, graphs.receivers, edge_mask)
             if cfg.attention:
                 h = CrystalDiTBlock(cfg.hidden, cfg.num_heads, name=f"dit_block_{layer}")(
                     h, node_graph, num_graphs, context, node_mask, num_property_tokens, property_attention
@@ -114,5 +117,7 @@ class CrystalDiT(nn.Module):
         coord_score = nn.Dense(3, name="coord_head", kernel_init=nn.initializers.zeros)(h)
         mask = node_mask[:, None].astype(h.dtype)
         pooled = segment_mean(h, node_graph, num_graphs, node_mask)
-        lattice_noise = nn.Dense(6, name="lattice_head")(nn.silu(nn.Dense(cfg.hidden)(jnp.concatenate([pooled, k], -1))))
+        lattice_noise = nn.Dense(6, name="lattice_head")(
+            nn.silu(nn.Dense(cfg.hidden)(jnp.concatenate([pooled, k], -1)))
+        )
         return coord_score * mask, lattice_noise

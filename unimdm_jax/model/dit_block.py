@@ -24,8 +24,16 @@ class CrystalDiTBlock(nn.Module):
     num_heads: int
 
     @nn.compact
-    def __call__(self, h, node_graph, num_graphs: int, context_tokens, node_mask, num_property_tokens: int = 0,
-                 property_attention: bool = True):
+    def __call__(
+        self,
+        h,
+        node_graph,
+        num_graphs: int,
+        context_tokens,
+        node_mask,
+        num_property_tokens: int = 0,
+        property_attention: bool = True,
+    ):
         """h (N, D); node_graph (N,) graph of each node; context_tokens (G, K, D) whose last
         ``num_property_tokens`` tokens are the property tokens. ``property_attention`` (static
         bool): False masks those tokens out of the attention's keys."""

@@ -45,6 +45,10 @@ class CrystalMessagePassing(nn.Module):
         messages = nn.silu(pre)
         for layer in range(1, self.message_layers):
             messages = nn.silu(nn.Dense(self.hidden, name=f"message_{layer}")(messages))
-        aggregated = nn.Dense(self.hidden, name="message_out")(segment_mean(messages, receivers, num_nodes, edge_mask))
-        update = nn.Dense(self.hidden)(nn.silu(nn.Dense(self.hidden)(jnp.concatenate([h_norm, aggregated], -1))))
+        aggregated = nn.Dense(self.hidden, name="message_out")(
+            segment_mean(messages, receivers, num_nodes, edge_mask)
+        )
+        update = nn.Dense(self.hidden)(
+            nn.silu(nn.Dense(self.hidden)(jnp.concatenate([h_norm, aggregated], -1)))
+        )
         return h + update

@@ -33,7 +33,9 @@ def _validate(paths: Sequence[str]) -> int:
             print(f"{path}: cannot read: {error.strerror or error}", file=sys.stderr)
             status = 1
         except Exception as error:  # noqa: BLE001 - the CLI promises one line, never a traceback
-            print(f"{path}: internal error: {type(error).__name__}: {error}".replace("\n", " "), file=sys.stderr)
+            print(
+                f"{path}: internal error: {type(error).__name__}: {error}".replace("\n", " "), file=sys.stderr
+            )
             status = 1
         else:
             print(f"{path}: {len(records)} valid record(s)")
@@ -48,7 +50,9 @@ def _show_schema() -> int:
 def _wyckoff(group: str) -> int:
     number = int(group) if group.strip().isdigit() else space_group_number(group)
     if number is None or not 1 <= number <= 230:
-        print(f"{group}: not a space group (give a number 1-230 or a Hermann-Mauguin symbol)", file=sys.stderr)
+        print(
+            f"{group}: not a space group (give a number 1-230 or a Hermann-Mauguin symbol)", file=sys.stderr
+        )
         return 1
     info = space_group_info(number)
     setting = f", setting {info.setting}" if info.setting else ""
@@ -58,12 +62,16 @@ def _wyckoff(group: str) -> int:
     )
     print(f"{'label':>6}  {'dof':>3}  {'site symm.':<10}  representative")
     for position in info.wyckoff:
-        print(f"{position.label:>6}  {position.dof:>3}  {position.site_symmetry:<10}  {position.representative}")
+        print(
+            f"{position.label:>6}  {position.dof:>3}  {position.site_symmetry:<10}  {position.representative}"
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m unimdm_jax.schema", description="Uni-MDM JSON symmetry schema tools.")
+    parser = argparse.ArgumentParser(
+        prog="python -m unimdm_jax.schema", description="Uni-MDM JSON symmetry schema tools."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     validate = commands.add_parser("validate", help="validate record files (.json or .jsonl)")
     validate.add_argument("files", nargs="+", metavar="FILE")

@@ -21,7 +21,6 @@ from .tables import SpaceGroupInfo, space_group_info, space_group_number
 SCHEMA_VERSION = "1.0"
 
 
-
 @dataclass(frozen=True)
 class Property:
     """A target (or measured) scalar property, e.g. ``Property("band_gap", 1.2, "eV")``."""
@@ -60,7 +59,11 @@ class WyckoffEntry:
         return f"{self.element} {self.label}"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"element": self.element, "letter": self.letter, "multiplicity": self.multiplicity}
+        out: dict[str, Any] = {
+            "element": self.element,
+            "letter": self.letter,
+            "multiplicity": self.multiplicity,
+        }
         if self.coords is not None:
             out["coords"] = list(self.coords) if isinstance(self.coords, (tuple, list)) else self.coords
         return out
@@ -261,7 +264,9 @@ def _check_keys(data: Mapping, required: tuple[str, ...], optional: tuple[str, .
     for key in data:
         if key not in allowed:
             where = "top-level key" if not path else "key"
-            raise SchemaError(f"unknown {where} {show(key)} (allowed: {', '.join(required + optional)})", path)
+            raise SchemaError(
+                f"unknown {where} {show(key)} (allowed: {', '.join(required + optional)})", path
+            )
     for key in required:
         if key not in data:
             raise SchemaError(f"missing required key {key!r}", path)
@@ -360,7 +365,9 @@ def _parse_space_group(value: Any, path: str) -> tuple[SpaceGroup, SpaceGroupInf
         if group.centring == "R" and symbol.strip().endswith(":R"):
             reason = f"rhombohedral axes are not supported; use hexagonal axes ({group.symbol!r})"
         else:
-            reason = f"{show(symbol)} is not a recognised Hermann-Mauguin symbol (space group {group} expected)"
+            reason = (
+                f"{show(symbol)} is not a recognised Hermann-Mauguin symbol (space group {group} expected)"
+            )
         raise SchemaError(reason, f"{path}.symbol")
     if symbol_number != number:
         other = space_group_info(symbol_number)
@@ -474,7 +481,9 @@ def _parse_lattice(value: Any, path: str, group: SpaceGroupInfo) -> LatticeParam
             raise SchemaError(f"length must be positive, got {p[name]}", f"{path}.{name}")
     for name in ("alpha", "beta", "gamma"):
         if not 0 < p[name] < 180:
-            raise SchemaError(f"angle must be strictly between 0 and 180 degrees, got {p[name]}", f"{path}.{name}")
+            raise SchemaError(
+                f"angle must be strictly between 0 and 180 degrees, got {p[name]}", f"{path}.{name}"
+            )
     cos = [math.cos(math.radians(p[name])) for name in ("alpha", "beta", "gamma")]
     if 1 - sum(c * c for c in cos) + 2 * cos[0] * cos[1] * cos[2] <= 0:
         raise SchemaError("angles do not describe a cell with positive volume", path)
@@ -504,7 +513,12 @@ def _lattice_constraint_violation(p: dict[str, float], system: str) -> str | Non
         if system == "cubic" and not (same_length("a", "b") and same_length("a", "c")):
             return "needs a = b = c"
     elif system in ("trigonal", "hexagonal"):
-        if not (same_length("a", "b") and angle_is("alpha", 90) and angle_is("beta", 90) and angle_is("gamma", 120)):
+        if not (
+            same_length("a", "b")
+            and angle_is("alpha", 90)
+            and angle_is("beta", 90)
+            and angle_is("gamma", 120)
+        ):
             return "needs a = b, alpha = beta = 90, gamma = 120 (hexagonal axes)"
     return None
 
@@ -520,7 +534,9 @@ def _record_as_dict(record: SymmetryRecord) -> dict[str, Any]:
         if not isinstance(getattr(record, name), cls):
             raise SchemaError(f"expected {cls.__name__}, got {type(getattr(record, name)).__name__}", name)
     if record.lattice is not None and not isinstance(record.lattice, LatticeParameters):
-        raise SchemaError(f"expected LatticeParameters or None, got {type(record.lattice).__name__}", "lattice")
+        raise SchemaError(
+            f"expected LatticeParameters or None, got {type(record.lattice).__name__}", "lattice"
+        )
     for name, cls in (("wyckoff", WyckoffEntry), ("properties", Property)):
         items = getattr(record, name)
         if not isinstance(items, (tuple, list)):
