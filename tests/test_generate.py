@@ -289,3 +289,67 @@ def test_sample_from_formula_uses_the_language_model(tmp_path, flag, value, lm, 
         assert structure.composition.reduced_formula == "NaCl"
         assert row["space_group"] in [h.space_group.number for h in hypotheses]
         assert SpacegroupAnalyzer(structure, symprec=0.01).get_space_group_number() == row["space_group"]
+
+
+def _fake_crystal(hypothesis, energy, predicted_gap, target_gap=3.0):
+    from unimdm_jax.generation import GeneratedCrystal
+
+    return GeneratedCrystal(
+        structure=None,
+        record=None,
+        hypothesis=hypothesis,
+        targets={"band_gap": target_gap},
+        predicted={"band_gap": predicted_gap},
+        energy_per_atom=energy,
+    )
+
+
+def test_ranking_orders_by_energy_window_then_property_and_by_each_key():
+    from unimdm_jax.generation import ENERGY_WINDOW, GenerationError, ranking_order
+
+    crystals = [
+        _fake_crystal(2, -5.00, 1.0),  # lowest energy, far from the target
+        _fake_crystal(0, -5.00 + ENERGY_WINDOW / 2, 2.9),  # degenerate with it, closest to the target
+        _fake_crystal(1, -4.00, 3.0),  # exact property, 1 eV/atom higher
+        _fake_crystal(0, None, 3.0),  # the potential failed
+        _fake_crystal(1, -4.50, 0.0),
+    ]
+    assert ranking_order(crystals, "energy") == [1, 0, 4, 2, 3]
+    assert ranking_order(crystals, "property") == [2, 3, 1, 0, 4]
+    assert ranking_order(crystals, "score") == [1, 3, 2, 4, 0]
+    assert ranking_order(crystals, "none") == [0, 1, 2, 3, 4]
+    with pytest.raises(GenerationError):
+        ranking_order(crystals, "volume")
+
+
+def test_sample_relax_writes_raw_and_relaxed_cifs_ranked_by_energy(tmp_path):
+    """CHGNet relaxation under FixSymmetry: the relaxed structure keeps the record's space group
+    (pymatgen's analysis), its energy is not above the raw one, and the output follows energy."""
+    pytest.importorskip("chgnet")
+    from pymatgen.core import Structure
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    symmetry = tmp_path / "records.jsonl"
+    symmetry.write_text(json.dumps(ROCK_SALT) + "\n" + json.dumps(RUTILE) + "\n")
+    out = tmp_path / "out"
+    result = run_sample(
+        "--symmetry", str(symmetry), "-n", "4", "--out", str(out), "--seed", "1", "--no-dedup", "--relax"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["structures"]
+    assert summary["settings"]["rank"] == "energy" and [r["rank"] for r in rows] == [1, 2, 3, 4]
+    relaxed_rows = [r for r in rows if r["relax_ok"]]
+    assert relaxed_rows, [r["relax_reason"] for r in rows]
+    for row in relaxed_rows:
+        relaxed = Structure.from_file(str(out / row["relaxed_file"]))
+        assert (out / row["file"]).exists()
+        assert SpacegroupAnalyzer(relaxed, symprec=0.1).get_space_group_number() == row["space_group"]
+        assert row["energy_per_atom"] <= row["relax_initial_energy_per_atom"] + 1e-3
+    energies = [r["energy_per_atom"] for r in relaxed_rows]
+    window = summary["settings"]["energy_window"]
+    lowest = min(energies)
+    outside = [e for e in energies if e > lowest + window]
+    assert all(e <= lowest + window for e in energies[: len(energies) - len(outside)])
+    assert outside == sorted(outside)
+    assert any("CHGNet" in w for w in summary["warnings"])  # the leakage note

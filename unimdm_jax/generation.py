@@ -45,6 +45,7 @@ from unimdm_jax.data.symmetry import SymmetryError, WyckoffSite, build_crystal
 from unimdm_jax.metrics import is_plausible, is_sane, structure_matcher
 from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
 from unimdm_jax.oracle import load_oracle
+from unimdm_jax.relax import LEAKAGE_NOTE, relax as relax_structures, single_point_energies
 from unimdm_jax.sampling import sample_dataset
 from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, atomic_number, canonical_property
 
@@ -75,6 +76,15 @@ class GeneratedCrystal:
     # metrics.is_plausible: MP-20-like volume per atom, no atoms closer than 0.5 A
     plausible: bool = True
     copies: int = 1  # generated structures merged into this one
+    # CHGNet (``unimdm_jax.relax``): the relaxation (``relax=True``) or None; the energy per atom
+    # used for ranking (the relaxed one, or a single point of the raw structure for rank="energy")
+    relaxation: Any = None
+    energy_per_atom: float | None = None
+
+    @property
+    def relaxed(self):
+        """The relaxed structure, or None (not relaxed, or the potential could not handle it)."""
+        return self.relaxation.final if self.relaxation is not None and self.relaxation.ok else None
 
     @property
     def distance_to_target(self) -> dict[str, float]:
@@ -109,6 +119,20 @@ class GeneratedCrystal:
             row[f"predicted_{name}"] = value
         for name, value in self.distance_to_target.items():
             row[f"abs_error_{name}"] = value
+        if self.energy_per_atom is not None or self.relaxation is not None:
+            row["energy_per_atom"] = self.energy_per_atom
+        if self.relaxation is not None:
+            r = self.relaxation
+            row.update(
+                relax_ok=r.ok,
+                relax_reason=r.reason,
+                relax_converged=r.converged,
+                relax_steps=r.steps,
+                relax_initial_energy_per_atom=r.initial_energy_per_atom,
+                relax_volume_change=r.volume_change,
+                relax_spacegroup=r.spacegroup_final,
+                relax_spacegroup_kept=r.spacegroup_kept,
+            )
         return row
 
 
@@ -139,7 +163,12 @@ class GenerationResult:
                 row = crystal.summary()
                 name = f"{number:03d}_{row['formula']}_sg{row['space_group']}.cif"
                 crystal.structure.to(filename=str(staging / name))
-                rows.append({"file": name, **row})
+                relaxed_name = None
+                if crystal.relaxed is not None:
+                    relaxed_name = name[: -len(".cif")] + "_relaxed.cif"
+                    crystal.relaxed.to(filename=str(staging / relaxed_name))
+                relaxed = {"relaxed_file": relaxed_name} if crystal.relaxation is not None else {}
+                rows.append({"rank": number, "file": name, **relaxed, **row})
             summary = {
                 "settings": self.settings,
                 "num_sampled": self.num_sampled,
@@ -490,6 +519,10 @@ def generate(
     oracle_guidance: float = 0.0,
     oracle_sigma: float = 0.5,
     oracle_safeguards: bool = True,
+    relax: bool = False,
+    rank: str | None = None,
+    relax_fmax: float = 0.05,
+    relax_steps: int = 300,
     progress: bool = True,
     log=None,
 ) -> GenerationResult:
@@ -507,6 +540,12 @@ def generate(
     by at most one noise norm per step, and its coordinate part moves each Wyckoff orbit's score
     by at most one score norm (``guidance.oracle_guidance``, ``reverse_diffusion.sample``); ``False`` is
     the unguarded form of Dhariwal & Nichol.
+
+    ``relax=True`` relaxes every structure with CHGNet (``unimdm_jax.relax``: positions and cell,
+    space group kept by FixSymmetry, ``relax_fmax`` eV/A, at most ``relax_steps`` steps; the
+    ``relax`` extra); the oracle then predicts the relaxed structures. ``rank`` orders the
+    result (``ranking_order``): "energy" (default with ``relax``; without it, CHGNet single
+    points of the raw structures), "property", "score" or "none" (default without ``relax``).
     """
     say = log or (lambda message: None)
     started = time.perf_counter()
@@ -520,6 +559,20 @@ def generate(
             raise GenerationError(f"{name} must be >= 0, got {value!r}")
     if not math.isfinite(oracle_sigma) or oracle_sigma <= 0:
         raise GenerationError(f"oracle sigma must be > 0, got {oracle_sigma!r}")
+    rank = rank if rank is not None else ("energy" if relax else "none")
+    if rank not in RANKINGS:
+        raise GenerationError(f"rank must be one of {', '.join(RANKINGS)}, got {rank!r}")
+    if relax and (not math.isfinite(relax_fmax) or relax_fmax <= 0 or int(relax_steps) < 1):
+        raise GenerationError(
+            f"relaxation needs fmax > 0 and steps >= 1, got {relax_fmax!r}, {relax_steps!r}"
+        )
+    if relax or rank == "energy":
+        try:  # chgnet: optional (the relax extra), checked before minutes of sampling
+            import chgnet  # noqa: F401
+        except ImportError:
+            raise GenerationError(
+                "relaxation and energy ranking need CHGNet: pip install 'unimdm[relax]'"
+            ) from None
     targets = canonical_targets(band_gap, formation_energy)
     if symmetry is None and formula is None:
         raise GenerationError("give a formula and a target property, or a symmetry record")
@@ -624,10 +677,30 @@ def generate(
             f"MP-20's range or atoms closer than 0.5 A): see the 'plausible' column"
         )
 
+    if relax and crystals:
+        say(
+            f"relaxing {len(crystals)} structure(s) with CHGNet (fmax {relax_fmax} eV/A, {relax_steps} steps)"
+        )
+        results = relax_structures([c.structure for c in crystals], fmax=relax_fmax, steps=int(relax_steps))
+        for crystal, outcome in zip(crystals, results):
+            crystal.relaxation = outcome
+            crystal.energy_per_atom = outcome.energy_per_atom if outcome.ok else None
+        failed = sum(not r.ok for r in results)
+        if failed:
+            notes.append(f"{failed} of {len(results)} relaxations failed: see the relax_reason column")
+        notes.append(LEAKAGE_NOTE)
+    elif rank == "energy" and crystals:
+        energies = single_point_energies([c.structure for c in crystals])
+        for crystal, energy in zip(crystals, energies):
+            crystal.energy_per_atom = float(energy) if math.isfinite(energy) else None
+        notes.append(LEAKAGE_NOTE)
+
     if oracle is not None and crystals:
         sane = [c for c in crystals if c.sane]
         if sane:
-            predictions = np.asarray(oracle.predict_structures([c.structure for c in sane]))
+            predictions = np.asarray(
+                oracle.predict_structures([c.relaxed if c.relaxed is not None else c.structure for c in sane])
+            )
             for crystal, row in zip(sane, predictions):
                 crystal.predicted = {name: float(v) for name, v in zip(oracle.property_names, row)}
     elif oracle is None:
@@ -649,9 +722,63 @@ def generate(
         "timesteps": dit.config.diffusion.timesteps,
         "oracle": None if oracle is None else getattr(oracle, "name", DEFAULT_ORACLE),
         "symmetry_source": "given" if symmetry is not None else "language model",
+        "relax": {"fmax": relax_fmax, "steps": int(relax_steps)} if relax else None,
+        "rank": rank,
+        "energy_window": ENERGY_WINDOW if rank == "energy" else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    crystals = [crystals[i] for i in ranking_order(crystals, rank)]
     return GenerationResult(crystals, records, len(sampled), settings, notes)
+
+
+RANKINGS = ("energy", "property", "score", "none")
+#: rank="energy": structures within this many eV/atom of the lowest energy count as
+#: degenerate and are ordered by the distance of the oracle's property to the target. CHGNet's
+#: energy error is ~30 meV/atom (its paper's MPtrj test MAE), so polymorphs closer than this are
+#: not told apart by the potential, and the target property is the better tie-break.
+ENERGY_WINDOW = 0.03
+
+
+def ranking_order(crystals: Sequence[GeneratedCrystal], rank: str, energy_window: float = ENERGY_WINDOW):
+    """Indices of ``crystals`` in the order ``rank`` asks for (stable; ties keep sampling order).
+
+    - ``energy``: lowest CHGNet energy per atom first; those within ``energy_window`` of the
+      lowest are ordered by their summed distance to the targets (oracle), the rest by energy;
+      structures without an energy (the potential could not handle them) last;
+    - ``property``: smallest summed distance of the oracle's predictions to the targets first
+      (structures without predictions last);
+    - ``score``: the symmetry hypothesis' rank (the predictor's score), then sampling order;
+    - ``none``: sampling order.
+    """
+    if rank not in RANKINGS:
+        raise GenerationError(f"rank must be one of {', '.join(RANKINGS)}, got {rank!r}")
+    indices = list(range(len(crystals)))
+
+    def distance(i):
+        d = crystals[i].distance_to_target
+        return sum(d.values()) if d else math.inf
+
+    if rank == "none":
+        return indices
+    if rank == "score":
+        return sorted(indices, key=lambda i: crystals[i].hypothesis)
+    if rank == "property":
+        return sorted(indices, key=distance)
+    energies = [crystals[i].energy_per_atom for i in indices]
+    finite = [e for e in energies if e is not None and math.isfinite(e)]
+    if not finite:
+        return indices
+    lowest = min(finite)
+
+    def energy_key(i):
+        e = energies[i]
+        if e is None or not math.isfinite(e):
+            return (2, 0.0, 0.0)
+        if e <= lowest + energy_window:
+            return (0, distance(i), e)
+        return (1, e, 0.0)
+
+    return sorted(indices, key=energy_key)
 
 
 def _check_elements(records) -> None:

@@ -91,6 +91,22 @@ def parse_args(argv=None):
     parser.add_argument(
         "--allow-extrapolation", action="store_true", help="sample targets outside the trained range"
     )
+    parser.add_argument(
+        "--relax",
+        action="store_true",
+        help="relax every structure with CHGNet (positions and cell, space group kept; the relax extra): "
+        "raw and relaxed CIFs, energy, volume change, steps, convergence in the summary",
+    )
+    parser.add_argument("--relax-fmax", type=float, default=0.05, help="force tolerance, eV/A (default 0.05)")
+    parser.add_argument("--relax-steps", type=int, default=300, help="optimiser step limit (default 300)")
+    parser.add_argument(
+        "--rank",
+        choices=("energy", "property", "score", "none"),
+        default=None,
+        help="order of the output: energy (CHGNet energy per atom; within 0.03 eV/atom of the lowest, "
+        "closest oracle property first), property (closest to the target), score (symmetry "
+        "hypothesis), none (as sampled). Default: energy with --relax, else none",
+    )
     parser.add_argument("--no-dedup", action="store_true", help="keep duplicate structures")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
@@ -144,6 +160,10 @@ def main(argv=None) -> int:
             oracle_guidance=args.oracle_guidance,
             oracle_sigma=args.oracle_sigma,
             oracle_safeguards=not args.oracle_unbounded,
+            relax=args.relax,
+            rank=args.rank,
+            relax_fmax=args.relax_fmax,
+            relax_steps=args.relax_steps,
             progress=not args.quiet,
             log=log,
         )
