@@ -180,7 +180,8 @@ def print_table() -> None:
     """Markdown table of the results files: every trained candidate, with its holdout match
     where it was evaluated."""
     print(
-        "| candidate | steps/s | steps (epochs) | holdout loss: total / coords / lattice | holdout match (SE) | RMSE "
+        "| candidate | steps/s | steps (epochs) | holdout loss: total / coords / lattice "
+        "| holdout match (SE) | RMSE "
         "| s/crystal sampling |"
     )
     print("|---|---|---|---|---|---|---|")

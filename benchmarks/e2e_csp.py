@@ -120,7 +120,8 @@ def main() -> None:
     dit = load_crystal_dit(args.checkpoint or default_dit_path([args.property]))
     if list(dit.properties) != [args.property]:
         sys.exit(
-            f"error: the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not {args.property}"
+            f"error: the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, "
+            f"not {args.property}"
         )
     gaps = np.asarray([[r.property(args.property)] for r in flat], np.float64)
     started = time.perf_counter()
@@ -164,7 +165,8 @@ def main() -> None:
             "symmetry_source": args.source,
             "property": args.property,
             "data": f"{csv} ({args.subset}, first {n} rows)",
-            "training_data": "Crystal DiT and symmetry source fitted on the policy train split (train_partial + val rows 1001-9047)",
+            "training_data": "Crystal DiT and symmetry source fitted on the policy train split "
+            "(train_partial + val rows 1001-9047)",
             "n": n,
             "top_k": args.top_k,
             "match_rate_1_sample": len(one) / n,

@@ -223,7 +223,8 @@ def main() -> None:
         Path(args.out),
         {
             "benchmark": "polymorph_steering",
-            "data": f"{csv}: test crystals sharing a reduced formula whose band gaps differ by > {args.min_difference} eV "
+            "data": f"{csv}: test crystals sharing a reduced formula whose band gaps differ by "
+            f"> {args.min_difference} eV "
             "(lowest- and highest-gap polymorph per formula)",
             "n_pairs": len(pairs),
             "pairs": [

@@ -163,7 +163,7 @@ def main() -> None:
             "seconds": timings[name],
         }
     base = results["unconditional"]
-    for name, r in results.items():
+    for _name, r in results.items():
         r["factor_over_unconditional"] = r["hit_rate"] / base["hit_rate"] if base["hit_rate"] > 0 else None
         key = "hit_rate_targets_ge_0.5eV"
         r["factor_over_unconditional_targets_ge_0.5eV"] = r[key] / base[key] if base[key] else None

@@ -65,7 +65,8 @@ def main() -> None:
                 [(h.space_group, h.assignment, h.logprob) for h in p.hypotheses] for p in predictions
             ]
     result = {
-        "benchmark": "symmetry predictor, seconds per crystal (top 5, default ranking), plain generate vs prefill once",
+        "benchmark": "symmetry predictor, seconds per crystal (top 5, default ranking), "
+        "plain generate vs prefill once",
         "model": str(model_dir.name),
         "data": {"csv": args.csv, "offset": args.offset, "rows": len(inputs), "property": property_name},
         "threads": args.threads,

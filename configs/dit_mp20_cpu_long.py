@@ -7,7 +7,8 @@ CPU budgets measured (benchmarks/README.md, "Crystal DiT variants"). Each segmen
 of a segment and the next segment, on any machine, continues exactly where it stopped:
 
 Run:   python -m unimdm_jax.train --config configs/dit_mp20_cpu_long.py --workdir workdirs/dit_mp20_cpu_long
-Next:  python -m unimdm_jax.train --config configs/dit_mp20_cpu_long.py --workdir workdirs/dit_mp20_cpu_long \\
+Next:  python -m unimdm_jax.train --config configs/dit_mp20_cpu_long.py \\
+           --workdir workdirs/dit_mp20_cpu_long \\
            --resume-from training_states/dit_mp20_cpu_long/train_state.safetensors
 Time:  ~280 crystals/s (4.4 steps/s) alone on the 2-core development machine: about 3.8 hours
        for the whole schedule, i.e. two segments of under 2.5 hours.

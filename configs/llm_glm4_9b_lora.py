@@ -7,7 +7,8 @@ Multi-GPU (data parallel; batches are sharded by process):
     torchrun --nproc_per_node 8 -m llm_torch.finetune --config configs/llm_glm4_9b_lora.py
 Ascend NPU (CANN toolkit + `pip install torch-npu`; torch_npu is imported only for device=npu):
     python -m llm_torch.finetune --config configs/llm_glm4_9b_lora.py --set device=npu
-    accelerate launch --num_processes 8 -m llm_torch.finetune --config configs/llm_glm4_9b_lora.py --set device=npu
+    accelerate launch --num_processes 8 -m llm_torch.finetune --config configs/llm_glm4_9b_lora.py \\
+        --set device=npu
 Formation energy instead of band gap: --set property_name=formation_energy_per_atom
     --set output_dir=workdirs/llm_glm4_9b_lora_fm
 A local copy of the weights works too: --set base_model=/models/glm-4-9b-hf

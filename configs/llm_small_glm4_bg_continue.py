@@ -4,19 +4,22 @@ Warm-starts every weight (and the tokenizer) from the previous stage's export an
 training crystal in *both* composition modes (cell counts and reduced formula), with a short warm-up
 and a cosine decay from a third of the first stage's peak learning rate.
 
-Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_bg.py                                 # stage 1
-       python -m llm_torch.finetune --config configs/llm_small_glm4_bg_continue.py --set num_threads=2   # stage 2
+Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_bg.py                    # stage 1
+       python -m llm_torch.finetune --config configs/llm_small_glm4_bg_continue.py \\
+           --set num_threads=2                                                               # stage 2
        python -m llm_torch.finetune --config configs/llm_small_glm4_bg_continue.py --set num_threads=2 \\
            --set base_model=workdirs/export/small_glm4_bg_continue --set learning_rate=1.5e-4 --set seed=1 \\
-           --set output_dir=workdirs/llm_small_glm4_bg_stage3 --set export_dir=workdirs/export/small_glm4_bg_stage3   # stage 3
+           --set output_dir=workdirs/llm_small_glm4_bg_stage3 \\
+           --set export_dir=workdirs/export/small_glm4_bg_stage3                             # stage 3
        python -m llm_torch.finetune --config configs/llm_small_glm4_bg_continue.py --set num_threads=1 \\
            --set base_model=workdirs/export/small_glm4_bg_stage3 --set learning_rate=1e-4 --set seed=2 \\
-           --set output_dir=workdirs/llm_small_glm4_bg_stage4 --set export_dir=workdirs/export/small_glm4_bg_stage4   # stage 4
+           --set output_dir=workdirs/llm_small_glm4_bg_stage4 \\
+           --set export_dir=workdirs/export/small_glm4_bg_stage4                             # stage 4
        python -m llm_torch.finetune --config configs/llm_small_glm4_bg_continue.py --set device=cuda \\
            --set base_model=workdirs/export/small_glm4_bg_stage4 --set learning_rate=1.5e-4 --set seed=5 \\
            --set max_steps=3639 --set warmup_steps=100 --set eval_every=500 --set save_every=1000 \\
-           --set output_dir=workdirs/llm_small_glm4_bg_stage5 --set export_dir=workdirs/export/small_glm4_bg_stage5
-                                                                                        # stage 5 (the shipped model, GPU)
+           --set output_dir=workdirs/llm_small_glm4_bg_stage5 \\
+           --set export_dir=workdirs/export/small_glm4_bg_stage5         # stage 5 (the shipped model, GPU)
        (each stage resumes from its own output_dir; the defaults export to workdirs/, not over the shipped
        llm_torch/checkpoints/small_glm4_bg, the stage-5 export converted to float32)
 Data:  as configs/llm_small_glm4_bg.py (policy split `train`, 28,218 crystals -> 56,436 examples;

@@ -11,12 +11,13 @@ Run:   python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set 
        small_glm4_bg_stage4, the stage-4 command of configs/llm_small_glm4_bg_continue.py):
        python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set num_threads=1 \\
            --set base_model=workdirs/export/small_glm4_bg_stage4 \\
-           --set output_dir=workdirs/llm_small_glm4_fm_v5 --set export_dir=workdirs/export/small_glm4_fm_v5   # v5, CPU
+           --set output_dir=workdirs/llm_small_glm4_fm_v5 \\
+           --set export_dir=workdirs/export/small_glm4_fm_v5                                 # v5, CPU
        python -m llm_torch.finetune --config configs/llm_small_glm4_fm.py --set device=cuda \\
            --set base_model=workdirs/export/small_glm4_fm_v5 --set learning_rate=1.5e-4 --set seed=5 \\
            --set max_steps=3639 --set warmup_steps=100 --set eval_every=500 --set save_every=1000 \\
-           --set output_dir=workdirs/llm_small_glm4_fm_stage2 --set export_dir=workdirs/export/small_glm4_fm_stage2
-                                                                                  # shipped, GPU
+           --set output_dir=workdirs/llm_small_glm4_fm_stage2 \\
+           --set export_dir=workdirs/export/small_glm4_fm_stage2                             # shipped, GPU
        (the card's `command` is the GPU run as it ran; `command_equivalent` is the line above)
 Data:  as configs/llm_small_glm4_bg.py (policy split `train`, 28,218 crystals -> 56,436 examples in
        both modes; selection on `holdout`, test untouched).
@@ -38,7 +39,8 @@ def get_config():
         mode="full",
         base_model="llm_torch/checkpoints/small_glm4_bg",
         output_dir="workdirs/llm_small_glm4_fm",
-        export_dir="workdirs/export/small_glm4_fm",  # never over the shipped llm_torch/checkpoints/small_glm4_fm
+        # never over the shipped llm_torch/checkpoints/small_glm4_fm
+        export_dir="workdirs/export/small_glm4_fm",
         property_name="formation_energy_per_atom",
         composition_mode="both",
         max_steps=600,

@@ -588,7 +588,10 @@ def repair(
             f"space group {sg} ({space_group_symbol(sg)}) admits no Wyckoff assignment for {spec}"
         )
     _, option, kept, fill = best
-    names = lambda pairs: tuple((spec.elements[e], table.letters[i]) for e, i in pairs)
+
+    def names(pairs):
+        return tuple((spec.elements[e], table.letters[i]) for e, i in pairs)
+
     assignment = tuple(prompts.sort_assignment(sg, names(kept) + names(fill), spec.elements))
     repaired = Counter(assignment) != Counter(proposed)
     kept_names = names(kept)

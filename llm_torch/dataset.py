@@ -1,8 +1,10 @@
 """Instruction data for the symmetry predictor, built from the MP-20 training policy's splits.
 
     python -m llm_torch.dataset --split train --property band_gap --out data/llm_bg_train.jsonl
-    python -m llm_torch.dataset --split holdout --property formation_energy --format chat --out fm_holdout.jsonl
-    python -m llm_torch.dataset --csv tests/fixtures/mp20_fixture.csv.gz --property band_gap --out fixture.jsonl
+    python -m llm_torch.dataset --split holdout --property formation_energy --format chat \\
+        --out fm_holdout.jsonl
+    python -m llm_torch.dataset --csv tests/fixtures/mp20_fixture.csv.gz --property band_gap \\
+        --out fixture.jsonl
 
 Splits (``unimdm_jax.data.preprocess.load_policy_split``, symmetrized and cached; set
 ``UNIMDM_CACHE``): ``train`` (train_partial + val rows 1,001-9,047; 28,218 crystals),
@@ -73,7 +75,8 @@ def composition_modes_for(material_id: str, mode: str) -> tuple[str, ...]:
 def examples_from_records(
     records: Iterable[Any], property_name: str, *, composition_mode: str = "mixed", fmt: str = "alpaca"
 ) -> Iterator[dict]:
-    """One example per record that has ``property_name`` (others are skipped); two with ``composition_mode="both"``."""
+    """One example per record that has ``property_name`` (others are skipped); two with
+    ``composition_mode="both"``."""
     name = canonical_property(property_name)
     if fmt not in ("alpaca", "chat"):
         raise ValueError(f"format must be alpaca or chat, got {fmt!r}")

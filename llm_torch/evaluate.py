@@ -1,7 +1,8 @@
 """Evaluate symmetry predictors on MP-20 rows: the LM and two baselines in one table.
 
     python -m llm_torch.evaluate --csv ../shared/data/mp_20/test.csv.gz --limit 500 --out results.json
-    python -m llm_torch.evaluate --csv ../shared/data/mp_20/test.csv.gz --limit 500 --model llm_torch/checkpoints/small_glm4_bg
+    python -m llm_torch.evaluate --csv ../shared/data/mp_20/test.csv.gz --limit 500 \\
+        --model llm_torch/checkpoints/small_glm4_bg
 
 A long evaluation can run in shards (on several cores or machines, or over several days) and be
 combined exactly, since every metric is a per-row (``repair_rate``: per-hypothesis) average:
@@ -267,7 +268,8 @@ def evaluate_predictor(
 ) -> dict:
     """Average metrics of ``predictor`` (anything with ``predict(spec, prop, value, top_k)``) on ``records``.
     ``details``: a list that receives one dict per row (the truth and every scored hypothesis with its
-    log-probability and ranking score; all candidates where the predictor keeps them in ``last_candidates``)."""
+    log-probability and ranking score; all candidates where the predictor keeps them in
+    ``last_candidates``)."""
     property_name = canonical_property(property_name)
     sums: dict[str, float] = defaultdict(float)
     n = hyps = repaired = 0
@@ -423,7 +425,8 @@ def merge_results(payloads: Sequence[dict]) -> dict:
             raise ValueError("shards evaluated different weights (SHA-256 differs)")
         if set(first["results"]) != set(other["results"]):
             raise ValueError(
-                f"shards evaluated different methods: {sorted(first['results'])} vs {sorted(other['results'])}"
+                f"shards evaluated different methods: {sorted(first['results'])} "
+                f"vs {sorted(other['results'])}"
             )
     ranges = sorted(_shard_range(p) for p in payloads)
     for (a0, a1), (b0, b1) in zip(ranges, ranges[1:]):

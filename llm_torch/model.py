@@ -97,7 +97,8 @@ def resolve_device(name: str = "auto"):
             import torch_npu  # noqa: F401 - registers the npu device with torch
         except ImportError:
             raise RuntimeError(
-                "device 'npu' needs the torch_npu package (Ascend CANN + `pip install torch-npu`), which is not installed"
+                "device 'npu' needs the torch_npu package (Ascend CANN + `pip install torch-npu`), "
+                "which is not installed"
             ) from None
         if not torch.npu.is_available():  # type: ignore[attr-defined]
             raise RuntimeError("device 'npu' requested but torch_npu sees no Ascend NPU")

@@ -131,7 +131,8 @@ class CompositionNeighbours:
         return v
 
     def distances(self, counts: dict[str, int]) -> np.ndarray:
-        """L1 distance of element fractions from ``counts`` to every training crystal (0 = same reduced formula)."""
+        """L1 distance of element fractions from ``counts`` to every training crystal
+        (0 = same reduced formula)."""
         return np.abs(self.fractions - self.vector(counts)).sum(1)
 
     def nearest(

@@ -2,8 +2,10 @@
 
     python -m llm_torch.predict --formula LiFePO4 --band-gap 3.0 --top-k 5
     python -m llm_torch.predict --formula Li4Fe4P4O16 --formation-energy -2.5 --model DIR --out h.jsonl
-    python -m llm_torch.predict --csv inputs.csv --out hypotheses.jsonl     # columns: formula, band_gap | formation_energy
-    python -m llm_torch.predict --jsonl inputs.jsonl --device cuda          # {"formula": ..., "band_gap": ...} per line
+    python -m llm_torch.predict --csv inputs.csv --out hypotheses.jsonl
+        # columns: formula, band_gap | formation_energy
+    python -m llm_torch.predict --jsonl inputs.jsonl --device cuda
+        # {"formula": ..., "band_gap": ...} per line
 
 Strategy (constrained, the default): every space group that admits a Wyckoff assignment for
 the composition is scored exactly, ``log p("Space group: N (symbol)\\n" | prompt)``; for the
@@ -99,7 +101,8 @@ class Ranking:
     from 0.416 to 0.424 (tuned on one half of the holdout, the best setting gained +3.6 and +1.8
     points of top-1 on the other half). ``num_beams`` is the beam width of the assignment decoding:
     4 beams instead of greedy decoding took the first 300 holdout rows from 0.680 / 0.443 to
-    0.700 / 0.500 (top-1 / exact, with the prior); its cost, measured under stated conditions, is in the README.
+    0.700 / 0.500 (top-1 / exact, with the prior); its cost, measured under stated conditions, is in
+    the README.
     ``prior_tie_break``: the neighbours tied at the ``prior_k``-th place (most rows) are those whose property
     is closest to the target (what the study above used; the README has the check of stop 13).
     """
@@ -209,8 +212,9 @@ class Predictor:
         prefill_once: bool = True,
     ):
         self.model = model
-        # prefill each item's prompt once and repeat its cache over the beams (llm_torch.decoding.prefilled_cache);
-        # False: let generate prefill every beam's copy (slower; on CPU float32 the same answers, tests/test_llm_torch.py)
+        # prefill each item's prompt once and repeat its cache over the beams
+        # (llm_torch.decoding.prefilled_cache); False: let generate prefill every beam's copy
+        # (slower; on CPU float32 the same answers, tests/test_llm_torch.py)
         self.prefill_once = prefill_once
         self.tokenizer = tokenizer
         self.prompt_style = prompt_style
@@ -230,7 +234,8 @@ class Predictor:
         ranking: Ranking | None = None,
     ):
         """Load a model folder. ``neighbours``: the composition table (:mod:`llm_torch.neighbours`) of the
-        ranking prior: ``"default"`` = the embedded MP-20 table, a path, a loaded table, or None (no prior)."""
+        ranking prior: ``"default"`` = the embedded MP-20 table, a path, a loaded table, or None
+        (no prior)."""
         from .model import load_for_inference
 
         table = neighbours
@@ -654,7 +659,8 @@ def add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ranking_from_args(args):
-    """``(Ranking, CompositionNeighbours | None)`` from :func:`add_ranking_arguments` options; InputError if bad."""
+    """``(Ranking, CompositionNeighbours | None)`` from :func:`add_ranking_arguments` options;
+    InputError if bad."""
 
     if args.num_beams < 1 or args.candidates < 1:
         raise InputError("--num-beams and --candidates must be >= 1")
@@ -789,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (OSError, RuntimeError, ValueError) as error:
         return _fail(
-            f"cannot load model {model_dir}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"cannot load model {model_dir}: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
         )
 
     lines, total, repaired = [], 0, 0

@@ -256,7 +256,7 @@ def test_sharded_batch(fixture_dataset, num_shards):
     assert batch.senders.shape == (num_shards, ladder_reference(edges_needed))
     assert batch.n_node.shape == (num_shards, 16 // num_shards + 1)
     for s, part in enumerate(parts):
-        shard = jax.tree_util.tree_map(lambda x: x[s], batch)
+        shard = jax.tree_util.tree_map(lambda x, s=s: x[s], batch)
         check_batch(shard, dataset, part, first_position=s * len(part))
     if "position" in batch.globals:  # positions number the whole batch, across shards
         real = batch.globals["position"][batch.globals["mask"]]

@@ -444,7 +444,8 @@ def test_lattice_guidance_shift_is_bounded_by_one_noise_norm_per_step(tiny):
 
     unguided, held, raw = run(), run(runaway, max_shift), run(runaway)
     # With eps_hat linear in k and the same noise, d = k_guided - k_unguided follows
-    #   d_{t-1} = d_t (1 - beta_t / (1 - abar_t)) / sqrt(alpha_t) + beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)) shift_t,
+    #   d_{t-1} = d_t (1 - beta_t / (1 - abar_t)) / sqrt(alpha_t)
+    #             + beta_t / (sqrt(alpha_t) sqrt(1 - abar_t)) shift_t,
     # and a saturated bound gives shift_t = max_shift * sqrt(free components) at every step.
     free = np.asarray(schedules.k_mask)[np.asarray(graphs.globals["spacegroup"])].sum(1)[graph_mask]
     d = np.zeros_like(unguided)

@@ -231,7 +231,7 @@ def test_grad_lattice_to_k_wrt_lattice():
         w = rng.normal(size=6)
         b = lat.BASIS.astype(np.float64)
 
-        def f64(mm):  # float64 numpy reference: 1/2 log(G) via eigh
+        def f64(mm, w=w, b=b):  # float64 numpy reference: 1/2 log(G) via eigh
             ev, u = np.linalg.eigh(mm @ mm.T)
             return np.einsum("i,ijk,jk->", w, b, 0.5 * (u * np.log(ev)) @ u.T)
 
@@ -242,7 +242,7 @@ def test_grad_lattice_to_k_wrt_lattice():
                 e = np.zeros((3, 3))
                 e[i, j] = h
                 fd[i, j] = (f64(m + e) - f64(m - e)) / (2 * h)
-        g = jax.grad(lambda mm: jnp.dot(lat.lattice_to_k(mm), w.astype(np.float32)))(
+        g = jax.grad(lambda mm, w=w: jnp.dot(lat.lattice_to_k(mm), w.astype(np.float32)))(
             jnp.asarray(m, jnp.float32)
         )
         assert np.all(np.isfinite(g))

@@ -310,7 +310,8 @@ def test_evaluate_writes_per_row_predictions_that_agree_with_its_metrics(tmp_pat
 
 
 def test_model_identity_names_the_weights_by_their_sha256(tmp_path):
-    """The results file names the evaluated weights by content: SHA-256 of b"abc" is the FIPS 180-2 test vector."""
+    """The results file names the evaluated weights by content: SHA-256 of b"abc" is the FIPS 180-2
+    test vector."""
     from llm_torch.evaluate import model_identity
 
     (tmp_path / "model.safetensors").write_bytes(b"abc")
@@ -359,8 +360,8 @@ def test_embedded_model_is_small_documented_and_predicts_valid_records(tmp_path,
 
 
 def test_merge_names_one_model_evaluated_from_two_folders_as_one_method():
-    """Shards of the same weights (SHA-256) from different folders (an export and its embedded copy) merge into
-    one method, named as most shards name it; different weights are still refused."""
+    """Shards of the same weights (SHA-256) from different folders (an export and its embedded copy)
+    merge into one method, named as most shards name it; different weights are still refused."""
     from llm_torch.evaluate import ROW_AVERAGES, merge_results
 
     def shard(offset, rows, folder, top1, sha="abc"):

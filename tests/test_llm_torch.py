@@ -11,16 +11,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from llm_torch.constraints import (
+# imported after the importorskip calls on purpose: without torch/transformers the module is skipped
+from llm_torch.constraints import (  # noqa: E402
     CompositionSpec,
     OutputGrammar,
     check_assignment,
     make_record,
     parse_composition,
 )
-from llm_torch.dataset import examples_from_records, write_jsonl
-from llm_torch.prompts import build_prompt, parse_output, prompt_text
-from unimdm_jax.schema import validate_record, wyckoff_positions
+from llm_torch.dataset import examples_from_records, write_jsonl  # noqa: E402
+from llm_torch.prompts import build_prompt, parse_output, prompt_text  # noqa: E402
+from unimdm_jax.schema import validate_record, wyckoff_positions  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -59,7 +59,7 @@ def record_dict(number, symbol, sites, counts=None, properties=None, **extra):
         "schema_version": SCHEMA_VERSION,
         "composition": counts,
         "space_group": {"number": number, "symbol": symbol},
-        "wyckoff": [{"element": e, "letter": l, "multiplicity": m} for e, l, m in sites],
+        "wyckoff": [{"element": e, "letter": letter, "multiplicity": m} for e, letter, m in sites],
         "properties": properties if properties is not None else [],
         "provenance": {"source": "test"},
     }
@@ -155,8 +155,8 @@ def test_table_structure_and_textbook_facts():
 @pytest.mark.parametrize(
     ("symbol", "number"),
     [("P6_3/mmc", 194), ("P 63/m m c", 194), ("P63/mmc", 194), ("P 6_3/m 2/m 2/c", 194), ("P2_1/c", 14),
-     ("P 1 21/c 1", 14), ("Cmca", 64), ("Cmce", 64), ("Abm2", 39), ("R-3m:H", 166), ("R-3m:h", 166), ("Fd-3m:2", 227),
-     ("Fm\u22123m", 225), ("I4_1/amd", 141), ("Pnma", 62)],
+     ("P 1 21/c 1", 14), ("Cmca", 64), ("Cmce", 64), ("Abm2", 39), ("R-3m:H", 166), ("R-3m:h", 166),
+     ("Fd-3m:2", 227), ("Fm\u22123m", 225), ("I4_1/amd", 141), ("Pnma", 62)],
 )  # fmt: skip
 def test_symbol_spellings(symbol, number):
     assert space_group_number(symbol) == number
@@ -237,7 +237,8 @@ def test_composition_helpers():
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d["wyckoff"][1].update(letter="z"), r"^wyckoff\[1\]: space group 225 \(Fm-3m\) has no Wyckoff position 'z'$"),
+        (lambda d: d["wyckoff"][1].update(letter="z"),
+         r"^wyckoff\[1\]: space group 225 \(Fm-3m\) has no Wyckoff position 'z'$"),
         (lambda d: d["wyckoff"][1].update(letter="B"), "no Wyckoff position 'B'"),
         (lambda d: d["wyckoff"][1].update(multiplicity=8), r"wyckoff\[1\]: multiplicity 8"),
         (lambda d: d["space_group"].update(number=0), r"space_group.number: must be in 1-230"),
@@ -269,9 +270,12 @@ def test_composition_helpers():
         (lambda d: d.update(wyckoff={}), "expected an array"),
         (lambda d: d["wyckoff"][0].update(coords=[0, 0]), "3 fractional coordinates"),
         (lambda d: d["wyckoff"][0].update(coords=[0, 0, float("nan")]), "finite"),
-        (lambda d: d.update(lattice={"a": 5.6, "b": 5.6, "c": 5.7, "alpha": 90, "beta": 90, "gamma": 90}), "cubic: needs a = b = c"),
-        (lambda d: d.update(lattice={"a": 5.6, "b": 5.6, "c": 5.6, "alpha": 90, "beta": 90, "gamma": 0}), "between 0 and 180"),
-        (lambda d: d.update(lattice={"a": -5.6, "b": 5.6, "c": 5.6, "alpha": 90, "beta": 90, "gamma": 90}), "positive"),
+        (lambda d: d.update(lattice={"a": 5.6, "b": 5.6, "c": 5.7, "alpha": 90, "beta": 90, "gamma": 90}),
+         "cubic: needs a = b = c"),
+        (lambda d: d.update(lattice={"a": 5.6, "b": 5.6, "c": 5.6, "alpha": 90, "beta": 90, "gamma": 0}),
+         "between 0 and 180"),
+        (lambda d: d.update(lattice={"a": -5.6, "b": 5.6, "c": 5.6, "alpha": 90, "beta": 90, "gamma": 90}),
+         "positive"),
     ],
 )  # fmt: skip
 def test_invalid_records_rejected(mutate, match):
@@ -538,7 +542,8 @@ def json_schema_violations(instance, node=None, root=None, path="$"):
         elif key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             if isinstance(instance, (int, float)):
                 bad = {"minimum": instance < want, "maximum": instance > want,
-                       "exclusiveMinimum": instance <= want, "exclusiveMaximum": instance >= want}[key]  # fmt: skip
+                       "exclusiveMinimum": instance <= want,
+                       "exclusiveMaximum": instance >= want}[key]  # fmt: skip
                 errors += [f"{path}: {key}"] if bad else []
         elif key == "pattern" and isinstance(instance, str):
             errors += [] if re.search(want, instance) else [f"{path}: pattern"]

@@ -375,7 +375,8 @@ def predict_symmetry(
         ) from None
     except (OSError, RuntimeError, ValueError) as error:
         raise GenerationError(
-            f"cannot load symmetry model {folder}: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"cannot load symmetry model {folder}: "
+            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
         ) from None
     if predictor.property_name and predictor.property_name != name:
         raise GenerationError(

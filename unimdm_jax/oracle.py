@@ -72,7 +72,8 @@ def dataset_from_structures(structures):
     for index, structure in enumerate(structures):
         if not structure.is_ordered:
             raise ValueError(
-                f"structure {index} is disordered (partial occupancies); the oracle needs one element per site"
+                f"structure {index} is disordered (partial occupancies); "
+                "the oracle needs one element per site"
             )
         atomic_numbers.append(np.asarray([site.specie.Z for site in structure], np.int32))
         frac_coords.append(np.mod(np.asarray(structure.frac_coords, np.float64), 1.0))

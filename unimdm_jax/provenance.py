@@ -1,4 +1,5 @@
-"""Where and when a number was made: recorded beside results (benchmarks, evaluations, ``llm_torch.evaluate``)."""
+"""Where and when a number was made: recorded beside results (benchmarks, evaluations,
+``llm_torch.evaluate``)."""
 
 from __future__ import annotations
 

@@ -98,7 +98,8 @@ def load_shards(folder: Path) -> dict:
 
 
 def override(config, overrides: dict):
-    """``config`` with fields replaced: ``{"batch_size": 8, "model.hidden": 32, "diffusion.timesteps": 50}``."""
+    """``config`` with fields replaced:
+    ``{"batch_size": 8, "model.hidden": 32, "diffusion.timesteps": 50}``."""
     nested = {"model": {}, "diffusion": {}}
     top = {}
     for key, value in overrides.items():

@@ -111,7 +111,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--dit-checkpoint",
-        help="Crystal DiT folder (default: the embedded model for the target: dit_mp20_cpu for band gap, dit_mp20_formation_cpu for formation energy)",
+        help="Crystal DiT folder (default: the embedded model for the target: dit_mp20_cpu for band gap, "
+        "dit_mp20_formation_cpu for formation energy)",
     )
     parser.add_argument(
         "--symmetry-model", help="symmetry predictor folder (default: the embedded small GLM-4)"
@@ -178,7 +179,8 @@ def main(argv=None) -> int:
     for warning in result.warnings:
         log(f"warning: {warning}")
     log(
-        f"{result.num_sampled} sampled, {len(result.crystals)} distinct -> {out}/ ({result.settings['seconds']} s)"
+        f"{result.num_sampled} sampled, {len(result.crystals)} distinct -> {out}/ "
+        f"({result.settings['seconds']} s)"
     )
     for row in (c.summary() for c in result.crystals):
         predicted = " ".join(f"{k[10:]}={row[k]:.2f}" for k in row if k.startswith("predicted_"))

@@ -124,7 +124,8 @@ def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) ->
     if expected != found:
         differ = sorted(set(expected.items()) ^ set(found.items()))
         raise ValueError(
-            f"init_from {init_from}: parameters do not match the config's model (first difference: {differ[0][0]})"
+            f"init_from {init_from}: parameters do not match the config's model "
+            f"(first difference: {differ[0][0]})"
         )
     params = jax.tree_util.tree_map(lambda new, old: jnp.asarray(old, new.dtype), state.params, loaded)
     ema_params = jax.tree_util.tree_map(jnp.copy, params)

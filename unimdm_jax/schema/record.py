@@ -395,7 +395,8 @@ def _parse_wyckoff(value: Any, path: str, group: SpaceGroupInfo) -> tuple[Wyckof
             raise SchemaError(f"space group {group} has no Wyckoff position {show(letter)}", where)
         if multiplicity != position.multiplicity:
             raise SchemaError(
-                f"multiplicity {multiplicity} disagrees with position {position.label} of space group {group}",
+                f"multiplicity {multiplicity} disagrees with position {position.label} "
+                f"of space group {group}",
                 where,
             )
         if position.dof == 0:
@@ -432,8 +433,10 @@ def _check_composition_matches(
         if implied[element] != count:
             labels = " + ".join(e.label for e in wyckoff if e.element == element)
             raise SchemaError(
-                f"{element} count {count} disagrees with its Wyckoff positions ({labels} = {implied[element]} atoms); "
-                f"counts refer to the conventional cell of {group.symbol} (centring factor {group.centring_factor})",
+                f"{element} count {count} disagrees with its Wyckoff positions "
+                f"({labels} = {implied[element]} atoms); "
+                f"counts refer to the conventional cell of {group.symbol} "
+                f"(centring factor {group.centring_factor})",
                 "composition",
             )
 
