@@ -1,4 +1,4 @@
-"""Benchmark: end-to-end crystal structure prediction with PREDICTED symmetry (issue 5).
+"""Benchmark: end-to-end crystal structure prediction with PREDICTED symmetry.
 
     python benchmarks/e2e_csp.py --subset test-1k --limit 200 --top-k 3 \
         [--source lm|nearest|true] [--property band_gap|formation_energy_per_atom] \
@@ -35,9 +35,10 @@ from _common import write_result  # noqa: E402
 
 def propose(source: str, records, top_k: int, seed: int, threads: int, prop: str = "band_gap"):
     """Per crystal: a list of up to top_k schema records (best first) and the seconds spent."""
-    from llm_torch.constraints import CompositionSpec, make_record
+    from llm_torch.constraints import make_record
+    from llm_torch.evaluate import record_spec
 
-    specs = [CompositionSpec.from_counts(r.composition.counts, "cell") for r in records]
+    specs = [record_spec(r) for r in records]
     gaps = [r.property(prop) for r in records]
     started = time.perf_counter()
     if source == "true":

@@ -1,4 +1,4 @@
-"""Benchmark: does the target band gap steer which polymorph the pipeline generates? (issue 5)
+"""Benchmark: does the target band gap steer which polymorph the pipeline generates?
 
     python benchmarks/polymorph_steering.py [--sources lm nearest] [--min-difference 1.0] [--limit 35] \
         [--tolerance 0.5] [--out benchmarks/results/polymorph_steering_mp20.json]

@@ -1,4 +1,4 @@
-"""Benchmark: do generated structures have the requested property? (issue 5)
+"""Benchmark: do generated structures have the requested property?
 
     python benchmarks/property_hit.py --subset test-1k --limit 100 [--targets own|shuffled] \
         [--property band_gap|formation_energy_per_atom] [--guidance 0 1 2] [--tolerance 0.5] \

@@ -35,6 +35,7 @@ from unimdm_jax.data.preprocess import (
     preprocess_file,
     symmetrize_rows,
 )
+from unimdm_jax.errors import one_line
 
 from .prompts import build_example, canonical_property, to_chat
 
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             root=args.data_root,
         )
     except (ValueError, OSError) as error:
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     n = write_jsonl(rows, args.out)
     print(f"wrote {n} examples to {args.out}", file=sys.stderr)

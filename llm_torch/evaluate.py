@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from unimdm_jax import provenance
+from unimdm_jax.errors import one_line
 from unimdm_jax.provenance import file_sha256
 from unimdm_jax.schema import wyckoff_positions
 
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset.csv_records(args.train_csv) if args.train_csv else dataset.split_records(args.train_split)
         )
     except (ValueError, OSError, InputError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     predictors: list[Any] = [MostFrequentBaseline(train), NearestCompositionBaseline(train, property_name)]
     note = None
@@ -605,12 +606,12 @@ def _merge_main(args, argv) -> int:
             try:
                 payloads.append(json.loads(Path(name).read_text()))
             except (OSError, ValueError) as error:
-                raise ValueError(f"cannot read results file {name}: {str(error).splitlines()[0]}") from error
+                raise ValueError(f"cannot read results file {name}: {one_line(error)}") from error
             if not isinstance(payloads[-1], dict) or not {"data", "results"} <= set(payloads[-1]):
                 raise ValueError(f"{name} is not an llm_torch.evaluate results file")
         merged = merge_results(payloads)
     except (ValueError, KeyError, TypeError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     merged["command"] = " ".join(
         ["python -m llm_torch.evaluate", *(argv if argv is not None else sys.argv[1:])]

@@ -52,6 +52,7 @@ from transformers import AutoModelForCausalLM, get_scheduler
 
 from unimdm_jax import provenance
 from unimdm_jax.data.io import mp20_split
+from unimdm_jax.errors import one_line
 
 from .dataset import as_alpaca, build_examples, read_jsonl
 from .decoding import encode
@@ -571,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(config, command=command)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     return 0
 

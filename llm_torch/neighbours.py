@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unimdm_jax.errors import one_line
 from unimdm_jax.schema import ELEMENT_SYMBOLS
 
 from .dataset import split_records
@@ -118,7 +119,7 @@ class CompositionNeighbours:
                 values = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("value:")}
                 return cls(fractions, data["space_groups"], values, str(data["source"]))
         except (OSError, KeyError, ValueError, IndexError, EOFError) as error:
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            message = one_line(error)
             raise ValueError(f"cannot read composition table {path}: {message}") from None
 
     # ------------------------------------------------------------------ queries
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = split_records(args.split)
     except (ValueError, OSError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     table = CompositionNeighbours.from_records(
         records, source=f"MP-20 policy split {args.split!r} ({len(records)} crystals)"

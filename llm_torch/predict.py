@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unimdm_jax.errors import one_line
 from unimdm_jax.schema import wyckoff_positions
 
 from .constraints import (
@@ -104,7 +105,7 @@ class Ranking:
     0.700 / 0.500 (top-1 / exact, with the prior); its cost, measured under stated conditions, is in
     the README.
     ``prior_tie_break``: the neighbours tied at the ``prior_k``-th place (most rows) are those whose property
-    is closest to the target (what the study above used; the README has the check of stop 13).
+    is closest to the target (what the study above used; the check is in llm_torch/README.md).
     """
 
     candidates: int = 8  # groups whose assignment is decoded (at least top_k)
@@ -593,7 +594,7 @@ def read_inputs(
                             raise InputError(f"{path.name}:{i + 1}: expected a JSON object")
                         rows.append((f"{path.name}:{i + 1}", obj))
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, OSError) as error:
-        raise InputError(f"{path}: cannot read ({str(error).splitlines()[0]})") from None
+        raise InputError(f"{path}: cannot read ({one_line(error)})") from None
     if not rows:
         raise InputError(f"{path}: no inputs")
     inputs = []
@@ -794,10 +795,7 @@ def main(argv: list[str] | None = None) -> int:
             model_dir, args.device, args.dtype, args.trust_remote_code, neighbours=table, ranking=ranking
         )
     except (OSError, RuntimeError, ValueError) as error:
-        return _fail(
-            f"cannot load model {model_dir}: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
-        )
+        return _fail(f"cannot load model {model_dir}: {one_line(error)}")
 
     lines, total, repaired = [], 0, 0
     for item in inputs:

@@ -1,4 +1,4 @@
-"""Gradient-based property studies (issue 5): property sensitivity, embedding gradients, the
+"""Gradient-based property studies: property sensitivity, embedding gradients, the
 property-attention ablation and classifier guidance, checked against finite differences,
 closed forms and the unguided sampler."""
 

@@ -36,6 +36,7 @@ from safetensors.numpy import load_file, save_file
 
 from unimdm_jax import provenance
 from unimdm_jax.config import TASKS, TrainConfig
+from unimdm_jax.errors import one_line
 from unimdm_jax.objective import DiffusionConfig
 
 PACKAGED = Path(__file__).parent / "checkpoints"
@@ -94,7 +95,7 @@ def load_train_state(template, path: Path | str):
         arrays = load_file(str(path))
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt file
         raise CheckpointError(
-            f"corrupt train state {path}: {type(error).__name__}: {error}".splitlines()[0]
+            f"corrupt train state {path}: {type(error).__name__}: {one_line(error)}"
         ) from error
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     names = [jax.tree_util.keystr(p) for p, _ in leaves]
@@ -158,7 +159,7 @@ def load_model(path: Path | str):
         raise
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt checkpoint
         raise CheckpointError(
-            f"corrupt checkpoint {path}: {type(error).__name__}: {error}".splitlines()[0]
+            f"corrupt checkpoint {path}: {type(error).__name__}: {one_line(error)}"
         ) from error
     return TASKS[config.task].make_model(config.model), params, config, card
 
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
     try:
         params, config, step = _load_workdir(Path(args.workdir))
     except Exception as error:  # noqa: BLE001
-        print(f"error: {error}".splitlines()[0], file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     card = {
         "name": Path(args.out).name,

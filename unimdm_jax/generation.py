@@ -42,6 +42,7 @@ from unimdm_jax import schema
 from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
 from unimdm_jax.data.preprocess import CrystalDataset
 from unimdm_jax.data.symmetry import SymmetryError, WyckoffSite, build_crystal
+from unimdm_jax.errors import one_line
 from unimdm_jax.metrics import is_plausible, is_sane, structure_matcher
 from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
 from unimdm_jax.oracle import load_oracle
@@ -374,10 +375,7 @@ def predict_symmetry(
             f"the symmetry predictor needs the [llm] extra ({error}); or pass a symmetry record"
         ) from None
     except (OSError, RuntimeError, ValueError) as error:
-        raise GenerationError(
-            f"cannot load symmetry model {folder}: "
-            f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
-        ) from None
+        raise GenerationError(f"cannot load symmetry model {folder}: {one_line(error)}") from None
     if predictor.property_name and predictor.property_name != name:
         raise GenerationError(
             f"symmetry model {folder.name} is conditioned on {predictor.property_name}, not {name}"

@@ -1,4 +1,4 @@
-"""Gradient-based property studies of the Crystal DiT (issue 5), as pure JAX functions.
+"""Gradient-based property studies of the Crystal DiT, as pure JAX functions.
 
 - ``property_sensitivity``: d(outputs)/d(property value), forward mode (``jax.jvp``).
 - ``embedding_gradient``: gradient of a scalar summary of the outputs with respect to the

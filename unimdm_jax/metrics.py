@@ -79,6 +79,24 @@ def is_plausible(structure) -> bool:
     )  # an atom and its own image
 
 
+def match_summary(rms, n: int | None = None) -> dict:
+    """Match rate and RMSE of per-crystal results (None = not matched), with one standard error each.
+
+    ``n``: the denominator when it counts crystals without a result (symmetry failures);
+    default ``len(rms)``. Rate SE: binomial sqrt(p(1-p)/n); RMSE SE: the matched RMS values' sample
+    standard deviation over sqrt(matched).
+    """
+    n = len(rms) if n is None else n
+    matched = np.asarray([r for r in rms if r is not None], np.float64)
+    rate = len(matched) / max(n, 1)
+    return {
+        "match_rate": rate,
+        "match_rate_se": float(np.sqrt(rate * (1 - rate) / max(n, 1))),
+        "rmse": float(matched.mean()) if len(matched) else None,
+        "rmse_se": float(matched.std(ddof=1) / np.sqrt(len(matched))) if len(matched) > 1 else None,
+    }
+
+
 def match_rms(reference, candidate, matcher=None) -> float | None:
     """Normalised RMS displacement if ``candidate`` matches ``reference``, else None."""
     if not is_sane(candidate):

@@ -1,4 +1,4 @@
-"""The property oracle (issue 5): does a generated structure have the requested property?
+"""The property oracle: does a generated structure have the requested property?
 
     python -m unimdm_jax.oracle evaluate [--checkpoint DIR] --split test [--limit N]
         [--batch-size 64] [--out benchmarks/results/oracle_mp20.json]
@@ -43,6 +43,7 @@ from unimdm_jax.data import preprocess
 from unimdm_jax.data.batching import PaddedBatches, graphs_from_dataset
 from unimdm_jax.data.io import DatasetError
 from unimdm_jax.data.preprocess import PROPERTY_NAMES, CrystalDataset
+from unimdm_jax.errors import one_line
 from unimdm_jax.metrics import is_sane
 from unimdm_jax.model import PropertyOracle
 from unimdm_jax.objective import clean_k
@@ -246,7 +247,7 @@ def main(argv=None) -> int:
             args.split, args.data_root, progress=not args.no_progress
         )
     except (CheckpointError, DatasetError, ValueError, OSError) as error:
-        print(f"error: {error}".splitlines()[0], file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     if args.limit is not None:
         dataset = dataset.select(np.arange(min(args.limit, len(dataset))))

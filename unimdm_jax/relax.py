@@ -120,7 +120,7 @@ class _Diverged(Exception):
     """Raised by the guard attached to the optimiser when the cell runs away."""
 
 
-def _one_line(exc: BaseException) -> str:
+def _failure_reason(exc: BaseException) -> str:
     msg = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
@@ -365,7 +365,7 @@ def relax(
                         device=device,
                     )
             except Exception as exc:  # noqa: BLE001 - one structure must not stop the run
-                r.reason = _one_line(exc)
+                r.reason = _failure_reason(exc)
             else:
                 for k, v in fields.items():
                     setattr(r, k, v)
@@ -449,7 +449,7 @@ def _read_inputs(paths: Sequence[str]) -> list[tuple[str, str, Structure]]:
                 warnings.simplefilter("ignore")
                 structures = CifParser(f).parse_structures(primitive=False)
         except Exception as exc:  # noqa: BLE001
-            raise CliError(f"cannot read CIF {f}: {_one_line(exc)}") from None
+            raise CliError(f"cannot read CIF {f}: {_failure_reason(exc)}") from None
         if not structures:
             raise CliError(f"cannot read CIF {f}: no structure in it")
         for k, s in enumerate(structures):

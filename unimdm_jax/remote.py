@@ -42,7 +42,9 @@ from unimdm_jax.checkpoint import flatten, unflatten
 from unimdm_jax.config import get_task, load_config
 from unimdm_jax.data.io import read_rows
 from unimdm_jax.data.preprocess import CrystalDataset, load_policy_split
+from unimdm_jax.errors import one_line
 from unimdm_jax.evaluate import match_all
+from unimdm_jax.metrics import match_summary
 from unimdm_jax.provenance import write_result
 from unimdm_jax.sampling import sample_dataset
 from unimdm_jax.train import steps_per_second, train
@@ -230,18 +232,12 @@ def match(samples_dir: Path, csv: Path, processes: int | None = None) -> dict:
         )
         references.append(cifs[str(source)])
     rms = match_all(references, structures, processes)
-    matched = np.asarray([r for r in rms if r is not None], np.float64)
-    n = len(structures)
-    rate = len(matched) / max(n, 1)
     return {
         "benchmark": "csp_true_symmetry",
-        "n": n,
+        "n": len(structures),
         "csv": str(csv),
         "rows": "the first n rows of the file",
-        "match_rate": rate,
-        "match_rate_se": float(np.sqrt(rate * (1 - rate) / max(n, 1))),
-        "rmse": float(matched.mean()) if len(matched) else None,
-        "rmse_se": float(matched.std(ddof=1) / np.sqrt(len(matched))) if len(matched) > 1 else None,
+        **match_summary(rms),
         "remote_run": report,
     }
 
@@ -301,7 +297,7 @@ def main(argv=None) -> int:
                 write_result(args.out, result)
             print(json.dumps({k: result[k] for k in ("n", "match_rate", "match_rate_se", "rmse")}))
     except (OSError, ValueError, KeyError) as error:
-        print(f"error: {error}".splitlines()[0], file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     return 0
 

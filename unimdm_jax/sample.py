@@ -26,6 +26,8 @@ import argparse
 import os
 import sys
 
+from unimdm_jax.errors import one_line
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except RuntimeError as error:  # e.g. a requested accelerator that JAX/torch cannot find
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = one_line(error)
         print(f"error: {message}", file=sys.stderr)
         return 1
     for warning in result.warnings:

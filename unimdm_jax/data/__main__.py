@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from unimdm_jax import schema  # JSON tables only
+from unimdm_jax.errors import one_line
 
 # every command imports its modules on use: building the parser (--help) loads no numpy,
 # pandas, pymatgen or JAX (tests/test_data_io.py checks it)
@@ -160,7 +161,7 @@ def add_stats_command(subparsers) -> None:
 
 def _report_failures(failures) -> None:
     for failure in failures:
-        _print_err(f"failed: {failure.material_id} ({failure.source}): {failure.reason.splitlines()[0]}")
+        _print_err(f"failed: {failure.material_id} ({failure.source}): {one_line(failure.reason)}")
 
 
 def _run_symmetry(args: argparse.Namespace) -> int:
@@ -253,9 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_err("error: interrupted")
         return 130
     except (ValueError, OSError) as exc:  # DatasetError is a ValueError
-        text = str(exc).strip()
-        line = text.splitlines()[0] if text else type(exc).__name__
-        _print_err(f"error: {line}")
+        _print_err(f"error: {one_line(exc)}")
         return int(getattr(exc, "exit_code", 1))
 
 

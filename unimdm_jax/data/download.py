@@ -46,7 +46,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from unimdm_jax.data.io import DatasetError, one_line
+from unimdm_jax.data.io import DatasetError
+from unimdm_jax.errors import one_line
 from unimdm_jax.provenance import file_sha256
 
 __all__ = [

@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from unimdm_jax.errors import one_line
+
 if TYPE_CHECKING:  # pragma: no cover
     from pymatgen.core import Structure
 
@@ -57,7 +59,6 @@ __all__ = [
     "DatasetError",
     "CrystalRow",
     "as_paths",
-    "one_line",
     "REQUIRED_COLUMNS",
     "read_rows",
     "iter_rows",
@@ -95,12 +96,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 class DatasetError(ValueError):
     """A dataset file is missing, unreadable or malformed. ``str(err)`` is one line."""
-
-
-def one_line(exc: BaseException | str) -> str:
-    """The first line of an error's message (its type name when the message is empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
