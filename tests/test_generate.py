@@ -192,6 +192,10 @@ def test_plausibility_flags_inflated_and_overlapping_cells():
         ),
         (["--formula", "NaCl", "--formation-energy", "-9.0"], "outside the range"),
         (["--formula", "NaCl", "--band-gap", "1", "-n", "0"], "n must be"),
+        (["--formula", "NaCl", "--band-gap", "3:1"], "lo <= hi"),
+        (["--formula", "NaCl", "--band-gap", "1:50"], "outside the range"),
+        (["--formula", "NaCl", "--band-gap", "one:2"], "two numbers"),
+        (["--formula", "NaCl", "--formation-energy", "-9:-8"], "outside the range"),
     ],
 )
 def test_sample_bad_input_one_line_and_nothing_written(tmp_path, args, fragment):
@@ -353,3 +357,55 @@ def test_sample_relax_writes_raw_and_relaxed_cifs_ranked_by_energy(tmp_path):
     assert all(e <= lowest + window for e in energies[: len(energies) - len(outside)])
     assert outside == sorted(outside)
     assert any("CHGNet" in w for w in summary["warnings"])  # the leakage note
+
+
+def test_negative_target_ranges_parse_on_the_command_line():
+    from unimdm_jax.sample import parse_args
+
+    args = parse_args(["--formula", "NaCl", "--formation-energy", "-2.5:-2.0", "--out", "o"])
+    assert args.formation_energy == "-2.5:-2.0"
+    assert parse_args(["--formula", "NaCl", "--band-gap", "2.5:3.5", "--out", "o"]).band_gap == "2.5:3.5"
+
+
+def test_target_range_draws_conditions_inside_it_and_judges_hits_against_it(tmp_path, monkeypatch):
+    """Each structure's condition is drawn inside the range (what the sampler receives), the summary
+    judges the oracle's prediction against the range, and the extended XYZ files read back (ASE) as
+    the CIFs' structures."""
+    from ase.io import read as ase_read
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from unimdm_jax import generation
+
+    received = []
+    original = generation.sample_dataset
+
+    def spy(*args, **kwargs):
+        received.append(np.asarray(kwargs["property_values"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "sample_dataset", spy)
+    result = generate(symmetry=[RUTILE, ROCK_SALT], band_gap="2.0:4.0", n=4, seed=3, deduplicate=False)
+    conditions = received[0][:, 0]
+    assert conditions.shape == (4,) and np.all((conditions >= 2.0) & (conditions <= 4.0))
+    assert len(set(np.round(conditions, 6))) == 4  # drawn per structure, not one value
+    assert sorted(c.targets["band_gap"] for c in result.crystals) == pytest.approx(sorted(conditions))
+    assert result.settings["target_ranges"] == {"band_gap": [2.0, 4.0]}
+
+    out = result.write(tmp_path / "out")
+    rows = json.loads((out / "summary.json").read_text())["structures"]
+    for row in rows:
+        predicted = row["predicted_band_gap"]
+        assert row["target_band_gap_range"] == "2:4"
+        assert row["in_range_band_gap"] == (2.0 <= predicted <= 4.0)
+        assert row["abs_error_band_gap"] == pytest.approx(max(2.0 - predicted, 0.0, predicted - 4.0))
+        atoms = ase_read(str(out / row["file"].replace(".cif", ".extxyz")))
+        from_xyz = AseAtomsAdaptor.get_structure(atoms)
+        from_cif = Structure.from_file(str(out / row["file"]))
+        assert from_xyz.composition == from_cif.composition
+        assert np.allclose(from_xyz.lattice.abc, from_cif.lattice.abc, atol=1e-4)
+        assert atoms.info["space_group"] == row["space_group"]
+    as_atoms = result.to_ase()
+    assert [len(a) for a in as_atoms] == [len(c.structure) for c in result.crystals]
+    with pytest.raises(ValueError, match="no relaxation"):
+        result.crystals[0].to_ase(relaxed=True)

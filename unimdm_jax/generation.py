@@ -71,7 +71,7 @@ class GeneratedCrystal:
     structure: Any  # pymatgen Structure (conventional cell of the record's space group)
     record: Any  # unimdm_jax.schema.SymmetryRecord it was sampled under
     hypothesis: int  # index into GenerationResult.records (0 = best ranked)
-    targets: dict[str, float]  # the condition (empty: unconditional)
+    targets: dict[str, float]  # the condition (empty: unconditional); drawn per structure for a range
     predicted: dict[str, float] = dataclasses.field(default_factory=dict)  # oracle predictions
     sane: bool = True  # finite lattice, volume per atom > 0.1 A^3
     # metrics.is_plausible: MP-20-like volume per atom, no atoms closer than 0.5 A
@@ -81,6 +81,8 @@ class GeneratedCrystal:
     # used for ranking (the relaxed one, or a single point of the raw structure for rank="energy")
     relaxation: Any = None
     energy_per_atom: float | None = None
+    # targets asked for as a range (lo, hi): hits are judged against the range, not the drawn value
+    target_ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def relaxed(self):
@@ -89,7 +91,31 @@ class GeneratedCrystal:
 
     @property
     def distance_to_target(self) -> dict[str, float]:
-        return {k: abs(self.predicted[k] - v) for k, v in self.targets.items() if k in self.predicted}
+        """Oracle prediction's distance to the target value, or to the target range (0 inside)."""
+        distances = {}
+        for name, value in self.targets.items():
+            if name not in self.predicted:
+                continue
+            predicted = self.predicted[name]
+            if name in self.target_ranges:
+                lo, hi = self.target_ranges[name]
+                distances[name] = max(lo - predicted, 0.0, predicted - hi)
+            else:
+                distances[name] = abs(predicted - value)
+        return distances
+
+    def to_ase(self, relaxed: bool = False):
+        """The structure (or its relaxation, ``relaxed=True``) as ``ase.Atoms``, with the summary in
+        ``atoms.info`` (the ``relax`` extra installs ASE)."""
+        from pymatgen.io.ase import AseAtomsAdaptor  # ASE on use: an optional dependency
+
+        structure = self.relaxed if relaxed else self.structure
+        if structure is None:
+            raise ValueError("this structure has no relaxation (generate with relax=True)")
+        atoms = AseAtomsAdaptor.get_atoms(structure)
+        atoms.info.update({k: v for k, v in self.summary().items() if _is_info_value(v)})
+        atoms.info["relaxed"] = bool(relaxed)
+        return atoms
 
     def summary(self) -> dict[str, Any]:
         lattice = self.structure.lattice
@@ -116,10 +142,14 @@ class GeneratedCrystal:
         }
         for name, value in self.targets.items():
             row[f"target_{name}"] = value
+            if name in self.target_ranges:
+                row[f"target_{name}_range"] = "{:g}:{:g}".format(*self.target_ranges[name])
         for name, value in self.predicted.items():
             row[f"predicted_{name}"] = value
         for name, value in self.distance_to_target.items():
             row[f"abs_error_{name}"] = value
+            if name in self.target_ranges:
+                row[f"in_range_{name}"] = value == 0.0
         if self.energy_per_atom is not None or self.relaxation is not None:
             row["energy_per_atom"] = self.energy_per_atom
         if self.relaxation is not None:
@@ -149,8 +179,14 @@ class GenerationResult:
     def structures(self):
         return [c.structure for c in self.crystals]
 
+    def to_ase(self, relaxed: bool = False) -> list:
+        """The structures in rank order as ``ase.Atoms`` (``relaxed=True``: the relaxed ones,
+        skipping those the potential could not relax)."""
+        return [c.to_ase(relaxed) for c in self.crystals if not relaxed or c.relaxed is not None]
+
     def write(self, out_dir: str | Path, overwrite: bool = False) -> Path:
-        """One CIF per structure + ``summary.json``, ``summary.csv``, ``symmetry.jsonl``.
+        """One CIF and one extended XYZ (ASE) per structure + ``summary.json``, ``summary.csv``,
+        ``symmetry.jsonl``; ``*_relaxed.cif`` / ``*_relaxed.extxyz`` for relaxed structures.
 
         Written into a temporary sibling folder and renamed at the end, so a failure never
         leaves a half-written ``out_dir``."""
@@ -164,10 +200,12 @@ class GenerationResult:
                 row = crystal.summary()
                 name = f"{number:03d}_{row['formula']}_sg{row['space_group']}.cif"
                 crystal.structure.to(filename=str(staging / name))
+                _write_extxyz(staging / (name[: -len(".cif")] + ".extxyz"), crystal, relaxed=False)
                 relaxed_name = None
                 if crystal.relaxed is not None:
                     relaxed_name = name[: -len(".cif")] + "_relaxed.cif"
                     crystal.relaxed.to(filename=str(staging / relaxed_name))
+                    _write_extxyz(staging / (relaxed_name[: -len(".cif")] + ".extxyz"), crystal, relaxed=True)
                 relaxed = {"relaxed_file": relaxed_name} if crystal.relaxation is not None else {}
                 rows.append({"rank": number, "file": name, **relaxed, **row})
             summary = {
@@ -187,6 +225,21 @@ class GenerationResult:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return out_dir
+
+
+def _is_info_value(value) -> bool:
+    """What extended XYZ can hold in its comment line: numbers, booleans and short strings."""
+    return isinstance(value, (bool, int, float, str, np.floating, np.integer)) and not (
+        isinstance(value, float) and not math.isfinite(value)
+    )
+
+
+def _write_extxyz(path: Path, crystal: GeneratedCrystal, relaxed: bool) -> None:
+    try:
+        from ase.io import write as ase_write
+    except ImportError:  # ASE comes with the relax extra; CIFs are written regardless
+        return
+    ase_write(str(path), crystal.to_ase(relaxed), format="extxyz")
 
 
 def _json_default(value):
@@ -218,8 +271,33 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
 # ============================================================================ inputs
 
 
-def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[str, float]:
-    """{canonical property name: finite float} of the given targets."""
+def parse_target(name: str, value):
+    """A target value or range: a number, a string ``"x"`` or ``"lo:hi"``, or a pair ``(lo, hi)``.
+
+    Returns a float, or a ``(lo, hi)`` tuple with lo < hi (``lo == hi`` is the value itself)."""
+    if isinstance(value, str) and ":" in value:
+        value = tuple(value.split(":", 1))
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise GenerationError(f"{name} range must be two numbers lo:hi, got {value!r}")
+        try:
+            lo, hi = float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            raise GenerationError(f"{name} range must be two numbers lo:hi, got {value!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise GenerationError(f"{name} range must be finite with lo <= hi, got {lo:g}:{hi:g}")
+        return lo if lo == hi else (lo, hi)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise GenerationError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise GenerationError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[str, float | tuple]:
+    """{canonical property name: finite float, or a (lo, hi) range} of the given targets."""
     targets = {}
     for name, value in {
         "band_gap": band_gap,
@@ -232,13 +310,7 @@ def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[st
             canonical = canonical_property(name)  # the one alias table, shared with stage 1
         except ValueError as error:
             raise GenerationError(str(error)) from None
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise GenerationError(f"{canonical} must be a number, got {value!r}") from None
-        if not math.isfinite(value):
-            raise GenerationError(f"{canonical} must be finite, got {value!r}")
-        targets[canonical] = value
+        targets[canonical] = parse_target(canonical, value)
     return targets
 
 
@@ -274,20 +346,22 @@ def read_symmetry(path_or_records) -> list:
 
 
 def check_in_range(
-    targets: dict[str, float],
+    targets: dict[str, float | tuple],
     ranges: dict[str, tuple[float, float]],
     what: str,
     allow_extrapolation: bool,
     notes: list[str],
 ) -> None:
-    for name, value in targets.items():
+    for name, target in targets.items():
         if name not in ranges:
             continue
         lo, hi = ranges[name]
-        if lo <= value <= hi:
+        ends = target if isinstance(target, tuple) else (target,)
+        if all(lo <= value <= hi for value in ends):
             continue
+        shown = ":".join(f"{value:g}" for value in ends)
         message = (
-            f"target {name} = {value:g} {KNOWN_PROPERTY_UNITS.get(name, '')} is outside the range "
+            f"target {name} = {shown} {KNOWN_PROPERTY_UNITS.get(name, '')} is outside the range "
             f"{lo:g}..{hi:g} that {what} was trained on"
         )
         if not allow_extrapolation:
@@ -426,7 +500,8 @@ def sample_under_records(
     oracle_safeguards: bool = True,
 ):
     """Stage 2: ``counts[i]`` structures under ``records[i]``, conditioned on ``conditions``
-    (one row per record, columns = the DiT's properties, NaN = unconditional).
+    (one row per record, or one per structure in record order; columns = the DiT's properties,
+    NaN = unconditional). ``oracle_targets`` likewise: one per record or one per structure.
 
     Classifier guidance with the property oracle's gradient (``unimdm_jax.guidance``) when
     ``oracle_scale > 0``: ``oracle_targets[i]`` is the wanted value of ``oracle_property`` under
@@ -442,13 +517,22 @@ def sample_under_records(
     if not crystals:
         return []
     dataset = CrystalDataset.from_crystals(crystals, [f"hypothesis:{i}" for i in owner])
-    values = np.asarray(conditions, np.float64)[owner]
+
+    def per_structure(values):
+        values = np.asarray(values, np.float64)
+        if len(values) == len(records):  # one row per record (the same thing when every count is 1)
+            return values[owner]
+        if len(values) != len(owner):
+            raise ValueError(f"{len(values)} rows for {len(records)} records and {len(owner)} structures")
+        return values
+
+    values = per_structure(conditions)
     guidance = {}
     if oracle_scale > 0:
         guidance = dict(
             oracle_apply=oracle.apply,
             oracle_params=oracle.params,
-            oracle_targets=np.asarray(oracle_targets, np.float64)[owner],
+            oracle_targets=per_structure(oracle_targets),
             oracle_property_index=list(oracle.property_names).index(oracle_property),
             classifier_scale=oracle_scale,
             classifier_sigma=oracle_sigma,
@@ -498,8 +582,8 @@ def merge_duplicates(structures: Sequence, processes: int | None = None) -> list
 def generate(
     formula: str | None = None,
     *,
-    band_gap: float | None = None,
-    formation_energy: float | None = None,
+    band_gap: float | tuple[float, float] | str | None = None,
+    formation_energy: float | tuple[float, float] | str | None = None,
     n: int = 8,
     top_k: int = 3,
     symmetry=None,
@@ -540,6 +624,11 @@ def generate(
     by at most one score norm (``guidance.oracle_guidance``, ``reverse_diffusion.sample``); ``False`` is
     the unguarded form of Dhariwal & Nichol.
 
+    A target is a value or a range: ``band_gap=(2.5, 3.5)`` (or ``"2.5:3.5"``) draws each
+    structure's condition uniformly inside the range (seeded by ``seed``), the symmetry predictor
+    is asked for the range's centre, and the summary judges the oracle's prediction against the
+    range (``in_range_<property>``; ``abs_error_<property>`` is the distance to the range, 0 inside).
+
     ``relax=True`` relaxes every structure with CHGNet (``unimdm_jax.relax``: positions and cell,
     space group kept by FixSymmetry, ``relax_fmax`` eV/A, at most ``relax_steps`` steps; the
     ``relax`` extra); the oracle then predicts the relaxed structures. ``rank`` orders the
@@ -573,6 +662,10 @@ def generate(
                 "relaxation and energy ranking need CHGNet: pip install 'unimdm[relax]'"
             ) from None
     targets = canonical_targets(band_gap, formation_energy)
+    # a range (lo, hi): each structure's condition is drawn uniformly inside it, hits are judged
+    # against it, and its centre stands for it where one value is needed (the symmetry predictor)
+    target_ranges = {name: value for name, value in targets.items() if isinstance(value, tuple)}
+    targets = {name: (v[0] + v[1]) / 2 if isinstance(v, tuple) else v for name, v in targets.items()}
     if symmetry is None and formula is None:
         raise GenerationError("give a formula and a target property, or a symmetry record")
     if symmetry is not None and formula is not None:
@@ -593,7 +686,13 @@ def generate(
             f"the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not "
             f"{unsupported[0]}; pass a checkpoint trained on it"
         )
-    check_in_range(targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes)
+    check_in_range(
+        {**targets, **target_ranges},
+        dit.trained_ranges,
+        f"the Crystal DiT {dit.name}",
+        allow_extrapolation,
+        notes,
+    )
 
     if records is not None:
         if not targets:  # the record's own target
@@ -625,11 +724,19 @@ def generate(
         )
 
     counts = [n // len(records) + (1 if i < n % len(records) else 0) for i in range(len(records))]
-    condition = np.full((len(records), len(dit.properties)), np.nan)
+    # one target value per structure (in record order): drawn inside a range, else the value
+    drawn_rng = np.random.default_rng(seed)
+    drawn = {
+        name: drawn_rng.uniform(*target_ranges[name], size=sum(counts))
+        if name in target_ranges
+        else np.full(sum(counts), value)
+        for name, value in targets.items()
+    }
+    condition = np.full((sum(counts), len(dit.properties)), np.nan)
     if not unconditional:
         for column, name in enumerate(dit.properties):
-            if name in targets:
-                condition[:, column] = targets[name]
+            if name in drawn:
+                condition[:, column] = drawn[name]
     oracle = load_oracle_or_none(oracle_checkpoint)
     guided = {}
     if oracle_guidance > 0:
@@ -639,7 +746,7 @@ def generate(
         guided = dict(
             oracle=oracle,
             oracle_property=wanted[0],
-            oracle_targets=[targets[wanted[0]]] * len(records),
+            oracle_targets=drawn[wanted[0]],
             oracle_scale=oracle_guidance,
             oracle_sigma=oracle_sigma,
             oracle_safeguards=oracle_safeguards,
@@ -662,10 +769,11 @@ def generate(
             sampled[i][0],
             records[sampled[i][1]],
             sampled[i][1],
-            dict(targets),
+            {name: float(values[i]) for name, values in drawn.items()},
             sane=is_sane(sampled[i][0]),
             plausible=is_plausible(sampled[i][0]),
             copies=copies,
+            target_ranges=dict(target_ranges),
         )
         for i, copies in kept
     ]
@@ -708,6 +816,7 @@ def generate(
     settings = {
         "formula": formula,
         "targets": targets,
+        "target_ranges": {name: list(bounds) for name, bounds in target_ranges.items()},
         "n": n,
         "top_k": top_k,
         "seed": seed,

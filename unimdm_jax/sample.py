@@ -3,12 +3,15 @@
     python -m unimdm_jax.sample --formula LiFePO4 --band-gap 3.0 -n 8 --out results/
     python -m unimdm_jax.sample --symmetry record.json -n 4 --out results/     # skip the language model
     python -m unimdm_jax.sample --formula Li4Fe4P4O16 --band-gap 3.0 --guidance 1.0 --out results/
+    python -m unimdm_jax.sample --formula LiFePO4 --band-gap 2.5:3.5 -n 8 --out results/   # a range
 
 The symmetry predictor (``llm_torch``, embedded small GLM-4 by default) proposes its top-k JSON
 symmetry schema records; the Crystal DiT (embedded ``dit_mp20_cpu`` by default) samples ``-n``
 structures spread over them (best hypothesis first); duplicates are merged with
 StructureMatcher; the property oracle (when packaged) predicts each structure's properties.
-``--out`` receives one CIF per distinct structure, ``summary.json`` and ``summary.csv``
+A target range ``lo:hi`` draws each structure's condition inside it and judges the oracle's
+prediction against it (``in_range_<property>`` in the summary).
+``--out`` receives one CIF and one extended XYZ per distinct structure, ``summary.json`` and ``summary.csv``
 (formula, space group, Wyckoff assignment, lattice, predicted property and its distance to
 the target, which hypothesis produced it) and ``symmetry.jsonl`` (the hypotheses).
 
@@ -43,8 +46,14 @@ def parse_args(argv=None):
     source.add_argument(
         "--symmetry", help="JSON/JSONL file of symmetry schema records (skips the language model)"
     )
-    parser.add_argument("--band-gap", type=float, help="target band gap, eV")
-    parser.add_argument("--formation-energy", type=float, help="target formation energy, eV/atom")
+    parser.add_argument(
+        "--band-gap",
+        help="target band gap, eV: a value (3.0) or a range lo:hi (2.5:3.5, drawn per structure)",
+    )
+    parser.add_argument(
+        "--formation-energy",
+        help="target formation energy, eV/atom: a value (-1.2) or a range lo:hi (-2.5:-2.0)",
+    )
     parser.add_argument(
         "-n", "--num-structures", type=int, default=8, help="structures to sample in all (default 8)"
     )
@@ -121,7 +130,24 @@ def parse_args(argv=None):
     )
     parser.add_argument("--oracle-checkpoint", help="property oracle folder (default: the embedded one)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    return parser.parse_args(argv)
+    return parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
+
+
+TARGET_FLAGS = ("--band-gap", "--formation-energy")
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--formation-energy -2.5:-2.0`` as ``--formation-energy=-2.5:-2.0``: argparse would take a
+    value that starts with '-' and is not a plain number for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in TARGET_FLAGS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def _select_jax_platform(device: str) -> None:
