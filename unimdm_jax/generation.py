@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -401,8 +402,13 @@ def default_dit_path(targets: dict[str, float] | Sequence[str] = ()) -> Path:
 
 
 def load_crystal_dit(path: str | Path | None = None) -> CrystalDiTModel:
-    """An exported Crystal DiT (default: the packaged ``dit_mp20_cpu``)."""
-    path = Path(path) if path is not None else default_dit_path()
+    """An exported Crystal DiT (default: the packaged ``dit_mp20_cpu``), loaded once per process
+    and folder (a screen's rows share it)."""
+    return _load_crystal_dit(Path(path).resolve() if path is not None else default_dit_path())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_crystal_dit(path: Path) -> CrystalDiTModel:
     try:
         model, params, config, card = load_model(path)
     except CheckpointError as error:
@@ -413,8 +419,13 @@ def load_crystal_dit(path: str | Path | None = None) -> CrystalDiTModel:
 
 
 def load_oracle_or_none(path: str | Path | None = None):
-    """The packaged property oracle, or None when this installation has none."""
-    path = Path(path) if path is not None else PACKAGED / DEFAULT_ORACLE
+    """The packaged property oracle, or None when this installation has none (loaded once per
+    process and folder)."""
+    return _load_oracle_or_none(Path(path).resolve() if path is not None else PACKAGED / DEFAULT_ORACLE)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_oracle_or_none(path: Path):
     if not path.exists():
         return None
     try:
@@ -443,7 +454,7 @@ def predict_symmetry(
     except InputError as error:
         raise GenerationError(str(error)) from None
     try:
-        predictor = Predictor.from_dir(folder, _torch_device(device))
+        predictor = _load_predictor(Path(folder).resolve(), _torch_device(device))
     except ImportError as error:  # the optional [llm] extra (torch, transformers) is missing
         raise GenerationError(
             f"the symmetry predictor needs the [llm] extra ({error}); or pass a symmetry record"
@@ -459,6 +470,12 @@ def predict_symmetry(
     if not records:
         raise GenerationError(f"{formula}: no space group admits a Wyckoff assignment of this composition")
     return records, predictor
+
+
+@functools.lru_cache(maxsize=4)
+def _load_predictor(folder: Path, device: str):
+    """The symmetry predictor of a model folder, loaded once per process (a screen's rows share it)."""
+    return Predictor.from_dir(folder, device)
 
 
 def _torch_device(device: str) -> str:
@@ -579,6 +596,82 @@ def merge_duplicates(structures: Sequence, processes: int | None = None) -> list
 # ============================================================================ the API
 
 
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How structures are generated, apart from the request itself (formula, target, n, top-k):
+    the arguments of :func:`generate` of the same names, shared by all rows of a screen
+    (``unimdm_jax.screening``)."""
+
+    seed: int = 0
+    guidance_scale: float = 0.0
+    step_lr: float = 1e-5
+    dit_checkpoint: Any = None
+    symmetry_model: Any = None
+    oracle_checkpoint: Any = None
+    composition_mode: str = "auto"
+    device: str = "cpu"
+    unconditional: bool = False
+    allow_extrapolation: bool = False
+    deduplicate: bool = True
+    batch_size: int = 32
+    oracle_guidance: float = 0.0
+    oracle_sigma: float = 0.5
+    oracle_safeguards: bool = True
+    relax: bool = False
+    rank: str | None = None
+    relax_fmax: float = 0.05
+    relax_steps: int = 300
+
+    def checked(self) -> Options:
+        """The options with the default ranking resolved, or a one-line GenerationError."""
+        for name, value in (
+            ("guidance scale", self.guidance_scale),
+            ("oracle guidance", self.oracle_guidance),
+        ):
+            if not math.isfinite(value) or value < 0:
+                raise GenerationError(f"{name} must be >= 0, got {value!r}")
+        if not math.isfinite(self.oracle_sigma) or self.oracle_sigma <= 0:
+            raise GenerationError(f"oracle sigma must be > 0, got {self.oracle_sigma!r}")
+        rank = self.rank if self.rank is not None else ("energy" if self.relax else "none")
+        if rank not in RANKINGS:
+            raise GenerationError(f"rank must be one of {', '.join(RANKINGS)}, got {rank!r}")
+        if self.relax and (
+            not math.isfinite(self.relax_fmax) or self.relax_fmax <= 0 or int(self.relax_steps) < 1
+        ):
+            raise GenerationError(
+                f"relaxation needs fmax > 0 and steps >= 1, got {self.relax_fmax!r}, {self.relax_steps!r}"
+            )
+        if self.relax or rank == "energy":
+            try:  # chgnet: optional (the relax extra), checked before minutes of sampling
+                import chgnet  # noqa: F401
+            except ImportError:
+                raise GenerationError(
+                    "relaxation and energy ranking need CHGNet: pip install 'unimdm[relax]'"
+                ) from None
+        return dataclasses.replace(self, rank=rank)
+
+
+@dataclasses.dataclass
+class Request:
+    """One request after validation and stage 1: the symmetry hypotheses and what stage 2 samples
+    under them (``counts[i]`` structures under ``records[i]``, one condition row per structure)."""
+
+    formula: str | None
+    targets: dict[str, float]  # a range's centre for a ranged target
+    target_ranges: dict[str, tuple[float, float]]
+    n: int
+    top_k: int
+    records: list
+    counts: list[int]
+    drawn: dict[str, np.ndarray]  # per structure, record order: each target's value
+    condition: np.ndarray  # (sum(counts), the DiT's properties), NaN = unconditional
+    dit: CrystalDiTModel
+    oracle: Any
+    oracle_property: str | None  # oracle guidance: the property it steers (None: off)
+    symmetry_given: bool
+    notes: list[str]
+
+
 def generate(
     formula: str | None = None,
     *,
@@ -635,32 +728,61 @@ def generate(
     result (``ranking_order``): "energy" (default with ``relax``; without it, CHGNet single
     points of the raw structures), "property", "score" or "none" (default without ``relax``).
     """
-    say = log or (lambda message: None)
     started = time.perf_counter()
+    options = Options(
+        seed=seed,
+        guidance_scale=guidance_scale,
+        step_lr=step_lr,
+        dit_checkpoint=dit_checkpoint,
+        symmetry_model=symmetry_model,
+        oracle_checkpoint=oracle_checkpoint,
+        composition_mode=composition_mode,
+        device=device,
+        unconditional=unconditional,
+        allow_extrapolation=allow_extrapolation,
+        deduplicate=deduplicate,
+        batch_size=batch_size,
+        oracle_guidance=oracle_guidance,
+        oracle_sigma=oracle_sigma,
+        oracle_safeguards=oracle_safeguards,
+        relax=relax,
+        rank=rank,
+        relax_fmax=relax_fmax,
+        relax_steps=relax_steps,
+    ).checked()
+    request = prepare_request(
+        formula,
+        band_gap=band_gap,
+        formation_energy=formation_energy,
+        n=n,
+        top_k=top_k,
+        symmetry=symmetry,
+        options=options,
+        log=log,
+    )
+    sampled = sample_requests([request], options, progress=progress)[0]
+    return finish_request(request, sampled, options, log=log, started=started)
+
+
+def prepare_request(
+    formula: str | None = None,
+    *,
+    band_gap=None,
+    formation_energy=None,
+    n: int = 8,
+    top_k: int = 3,
+    symmetry=None,
+    options: Options | None = None,
+    log=None,
+) -> Request:
+    """Validate one request and run stage 1 (or read the given symmetry): a :class:`Request`."""
+    options = options or Options()
+    say = log or (lambda message: None)
     notes: list[str] = []
     if not isinstance(n, int) or not 1 <= n <= MAX_STRUCTURES:
         raise GenerationError(f"n must be an integer between 1 and {MAX_STRUCTURES}, got {n!r}")
     if not isinstance(top_k, int) or top_k < 1:
         raise GenerationError(f"top_k must be a positive integer, got {top_k!r}")
-    for name, value in (("guidance scale", guidance_scale), ("oracle guidance", oracle_guidance)):
-        if not math.isfinite(value) or value < 0:
-            raise GenerationError(f"{name} must be >= 0, got {value!r}")
-    if not math.isfinite(oracle_sigma) or oracle_sigma <= 0:
-        raise GenerationError(f"oracle sigma must be > 0, got {oracle_sigma!r}")
-    rank = rank if rank is not None else ("energy" if relax else "none")
-    if rank not in RANKINGS:
-        raise GenerationError(f"rank must be one of {', '.join(RANKINGS)}, got {rank!r}")
-    if relax and (not math.isfinite(relax_fmax) or relax_fmax <= 0 or int(relax_steps) < 1):
-        raise GenerationError(
-            f"relaxation needs fmax > 0 and steps >= 1, got {relax_fmax!r}, {relax_steps!r}"
-        )
-    if relax or rank == "energy":
-        try:  # chgnet: optional (the relax extra), checked before minutes of sampling
-            import chgnet  # noqa: F401
-        except ImportError:
-            raise GenerationError(
-                "relaxation and energy ranking need CHGNet: pip install 'unimdm[relax]'"
-            ) from None
     targets = canonical_targets(band_gap, formation_energy)
     # a range (lo, hi): each structure's condition is drawn uniformly inside it, hits are judged
     # against it, and its centre stands for it where one value is needed (the symmetry predictor)
@@ -674,32 +796,29 @@ def generate(
         )
 
     if formula is not None:
-        validate_formula(formula, composition_mode)
+        validate_formula(formula, options.composition_mode)
 
     records = read_symmetry(symmetry) if symmetry is not None else None
     # with a given record and no target, the record's own target picks the packaged model
     wanted = targets or ([p.name for p in records[0].properties] if records else [])
-    dit = load_crystal_dit(dit_checkpoint if dit_checkpoint is not None else default_dit_path(wanted))
+    dit = load_crystal_dit(
+        options.dit_checkpoint if options.dit_checkpoint is not None else default_dit_path(wanted)
+    )
     unsupported = [t for t in targets if t not in dit.properties]
-    if unsupported and not unconditional:
+    if unsupported and not options.unconditional:
         raise GenerationError(
             f"the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not "
             f"{unsupported[0]}; pass a checkpoint trained on it"
         )
+    where = f"the Crystal DiT {dit.name}"
     check_in_range(
-        {**targets, **target_ranges},
-        dit.trained_ranges,
-        f"the Crystal DiT {dit.name}",
-        allow_extrapolation,
-        notes,
+        {**targets, **target_ranges}, dit.trained_ranges, where, options.allow_extrapolation, notes
     )
 
     if records is not None:
         if not targets:  # the record's own target
             targets = {p.name: p.value for p in records[0].properties if p.name in dit.properties}
-            check_in_range(
-                targets, dit.trained_ranges, f"the Crystal DiT {dit.name}", allow_extrapolation, notes
-            )
+            check_in_range(targets, dit.trained_ranges, where, options.allow_extrapolation, notes)
         _check_elements(records)
         say(f"symmetry: {len(records)} record(s) given")
     else:
@@ -709,10 +828,10 @@ def generate(
             formula,
             targets,
             top_k,
-            model_dir=symmetry_model,
-            composition_mode=composition_mode,
-            device=device,
-            seed=seed,
+            model_dir=options.symmetry_model,
+            composition_mode=options.composition_mode,
+            device=options.device,
+            seed=options.seed,
         )
         _check_elements(records)
         say(
@@ -725,7 +844,7 @@ def generate(
 
     counts = [n // len(records) + (1 if i < n % len(records) else 0) for i in range(len(records))]
     # one target value per structure (in record order): drawn inside a range, else the value
-    drawn_rng = np.random.default_rng(seed)
+    drawn_rng = np.random.default_rng(options.seed)
     drawn = {
         name: drawn_rng.uniform(*target_ranges[name], size=sum(counts))
         if name in target_ranges
@@ -733,47 +852,96 @@ def generate(
         for name, value in targets.items()
     }
     condition = np.full((sum(counts), len(dit.properties)), np.nan)
-    if not unconditional:
+    if not options.unconditional:
         for column, name in enumerate(dit.properties):
             if name in drawn:
                 condition[:, column] = drawn[name]
-    oracle = load_oracle_or_none(oracle_checkpoint)
-    guided = {}
-    if oracle_guidance > 0:
+    oracle = load_oracle_or_none(options.oracle_checkpoint)
+    oracle_property = None
+    if options.oracle_guidance > 0:
         wanted = [name for name in targets if oracle is not None and name in oracle.property_names]
         if not wanted:
             raise GenerationError("oracle guidance needs a property oracle and a target it predicts")
-        guided = dict(
-            oracle=oracle,
-            oracle_property=wanted[0],
-            oracle_targets=drawn[wanted[0]],
-            oracle_scale=oracle_guidance,
-            oracle_sigma=oracle_sigma,
-            oracle_safeguards=oracle_safeguards,
-        )
-    sampled = sample_under_records(
-        dit,
+        oracle_property = wanted[0]
+    return Request(
+        formula,
+        targets,
+        target_ranges,
+        n,
+        top_k,
         records,
         counts,
+        drawn,
         condition,
-        seed=seed,
-        guidance_scale=guidance_scale,
-        step_lr=step_lr,
-        batch_size=batch_size,
+        dit,
+        oracle,
+        oracle_property,
+        symmetry is not None,
+        notes,
+    )
+
+
+def sample_requests(requests: Sequence[Request], options: Options, progress: bool = True) -> list[list]:
+    """Stage 2 for several requests at once: their structures pooled into full batches of one
+    padded shape (one compilation), then split back. The requests must share the Crystal DiT and the
+    oracle guidance. Returns per request ``[(structure, record index), ...]`` in record order."""
+    if not requests:
+        return []
+    first = requests[0]
+    if any(r.dit is not first.dit or r.oracle_property != first.oracle_property for r in requests):
+        raise ValueError("pooled requests must share the Crystal DiT and the oracle guidance")
+    records = [record for r in requests for record in r.records]
+    guided = {}
+    if first.oracle_property is not None:
+        guided = dict(
+            oracle=first.oracle,
+            oracle_property=first.oracle_property,
+            oracle_targets=np.concatenate([r.drawn[first.oracle_property] for r in requests]),
+            oracle_scale=options.oracle_guidance,
+            oracle_sigma=options.oracle_sigma,
+            oracle_safeguards=options.oracle_safeguards,
+        )
+    pooled = sample_under_records(
+        first.dit,
+        records,
+        [c for r in requests for c in r.counts],
+        np.concatenate([r.condition for r in requests]),
+        seed=options.seed,
+        guidance_scale=options.guidance_scale,
+        step_lr=options.step_lr,
+        batch_size=options.batch_size,
         progress=progress,
         **guided,
     )
-    kept = merge_duplicates([s for s, _ in sampled]) if deduplicate else [(i, 1) for i in range(len(sampled))]
+    out, structure_start, record_start = [], 0, 0
+    for r in requests:
+        size = sum(r.counts)
+        out.append([(s, i - record_start) for s, i in pooled[structure_start : structure_start + size]])
+        structure_start += size
+        record_start += len(r.records)
+    return out
+
+
+def finish_request(
+    request: Request, sampled: list, options: Options, log=None, started: float | None = None
+) -> GenerationResult:
+    """Merge duplicates, relax, predict properties, rank: the :class:`GenerationResult` of one request."""
+    say = log or (lambda message: None)
+    records, notes = request.records, list(request.notes)
+    if options.deduplicate:
+        kept = merge_duplicates([s for s, _ in sampled])
+    else:
+        kept = [(i, 1) for i in range(len(sampled))]
     crystals = [
         GeneratedCrystal(
             sampled[i][0],
             records[sampled[i][1]],
             sampled[i][1],
-            {name: float(values[i]) for name, values in drawn.items()},
+            {name: float(values[i]) for name, values in request.drawn.items()},
             sane=is_sane(sampled[i][0]),
             plausible=is_plausible(sampled[i][0]),
             copies=copies,
-            target_ranges=dict(target_ranges),
+            target_ranges=dict(request.target_ranges),
         )
         for i, copies in kept
     ]
@@ -784,11 +952,14 @@ def generate(
             f"MP-20's range or atoms closer than 0.5 A): see the 'plausible' column"
         )
 
-    if relax and crystals:
+    if options.relax and crystals:
         say(
-            f"relaxing {len(crystals)} structure(s) with CHGNet (fmax {relax_fmax} eV/A, {relax_steps} steps)"
+            f"relaxing {len(crystals)} structure(s) with CHGNet "
+            f"(fmax {options.relax_fmax} eV/A, {options.relax_steps} steps)"
         )
-        results = relax_structures([c.structure for c in crystals], fmax=relax_fmax, steps=int(relax_steps))
+        results = relax_structures(
+            [c.structure for c in crystals], fmax=options.relax_fmax, steps=int(options.relax_steps)
+        )
         for crystal, outcome in zip(crystals, results):
             crystal.relaxation = outcome
             crystal.energy_per_atom = outcome.energy_per_atom if outcome.ok else None
@@ -796,12 +967,13 @@ def generate(
         if failed:
             notes.append(f"{failed} of {len(results)} relaxations failed: see the relax_reason column")
         notes.append(LEAKAGE_NOTE)
-    elif rank == "energy" and crystals:
+    elif options.rank == "energy" and crystals:
         energies = single_point_energies([c.structure for c in crystals])
         for crystal, energy in zip(crystals, energies):
             crystal.energy_per_atom = float(energy) if math.isfinite(energy) else None
         notes.append(LEAKAGE_NOTE)
 
+    oracle = request.oracle
     if oracle is not None and crystals:
         sane = [c for c in crystals if c.sane]
         if sane:
@@ -814,28 +986,28 @@ def generate(
         notes.append("no property oracle packaged: predicted properties are not reported")
 
     settings = {
-        "formula": formula,
-        "targets": targets,
-        "target_ranges": {name: list(bounds) for name, bounds in target_ranges.items()},
-        "n": n,
-        "top_k": top_k,
-        "seed": seed,
-        "guidance_scale": guidance_scale,
-        "oracle_guidance": oracle_guidance,
-        "oracle_sigma": oracle_sigma,
-        "oracle_safeguards": oracle_safeguards,
-        "step_lr": step_lr,
-        "unconditional": unconditional,
-        "crystal_dit": dit.name,
-        "timesteps": dit.config.diffusion.timesteps,
+        "formula": request.formula,
+        "targets": request.targets,
+        "target_ranges": {name: list(bounds) for name, bounds in request.target_ranges.items()},
+        "n": request.n,
+        "top_k": request.top_k,
+        "seed": options.seed,
+        "guidance_scale": options.guidance_scale,
+        "oracle_guidance": options.oracle_guidance,
+        "oracle_sigma": options.oracle_sigma,
+        "oracle_safeguards": options.oracle_safeguards,
+        "step_lr": options.step_lr,
+        "unconditional": options.unconditional,
+        "crystal_dit": request.dit.name,
+        "timesteps": request.dit.config.diffusion.timesteps,
         "oracle": None if oracle is None else getattr(oracle, "name", DEFAULT_ORACLE),
-        "symmetry_source": "given" if symmetry is not None else "language model",
-        "relax": {"fmax": relax_fmax, "steps": int(relax_steps)} if relax else None,
-        "rank": rank,
-        "energy_window": ENERGY_WINDOW if rank == "energy" else None,
-        "seconds": round(time.perf_counter() - started, 1),
+        "symmetry_source": "given" if request.symmetry_given else "language model",
+        "relax": {"fmax": options.relax_fmax, "steps": int(options.relax_steps)} if options.relax else None,
+        "rank": options.rank,
+        "energy_window": ENERGY_WINDOW if options.rank == "energy" else None,
+        "seconds": None if started is None else round(time.perf_counter() - started, 1),
     }
-    crystals = [crystals[i] for i in ranking_order(crystals, rank)]
+    crystals = [crystals[i] for i in ranking_order(crystals, options.rank)]
     return GenerationResult(crystals, records, len(sampled), settings, notes)
 
 

@@ -4,6 +4,7 @@
     python -m unimdm_jax.sample --symmetry record.json -n 4 --out results/     # skip the language model
     python -m unimdm_jax.sample --formula Li4Fe4P4O16 --band-gap 3.0 --guidance 1.0 --out results/
     python -m unimdm_jax.sample --formula LiFePO4 --band-gap 2.5:3.5 -n 8 --out results/   # a range
+    python -m unimdm_jax.sample --targets targets.csv -n 4 --out screen/ [--resume]      # many targets
 
 The symmetry predictor (``llm_torch``, embedded small GLM-4 by default) proposes its top-k JSON
 symmetry schema records; the Crystal DiT (embedded ``dit_mp20_cpu`` by default) samples ``-n``
@@ -26,6 +27,7 @@ This module is only the command line: the work is ``unimdm_jax.generation.genera
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -46,6 +48,11 @@ def parse_args(argv=None):
     source.add_argument(
         "--symmetry", help="JSON/JSONL file of symmetry schema records (skips the language model)"
     )
+    source.add_argument(
+        "--targets",
+        help="CSV of many targets (columns formula, band_gap or formation_energy as a value or lo:hi, "
+        "optional n, top_k, id): one folder per row under OUT/rows and one summary (unimdm_jax.screening)",
+    )
     parser.add_argument(
         "--band-gap",
         help="target band gap, eV: a value (3.0) or a range lo:hi (2.5:3.5, drawn per structure)",
@@ -64,6 +71,15 @@ def parse_args(argv=None):
         "--out", required=True, help="output folder (must not exist or be empty, see --overwrite)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--resume", action="store_true", help="with --targets: skip the rows already written in OUT"
+    )
+    parser.add_argument(
+        "--rows-per-batch",
+        type=int,
+        default=16,
+        help="with --targets: rows whose structures are sampled together (default 16)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--device",
@@ -162,9 +178,53 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     _select_jax_platform(args.device)
     # after the platform is chosen (JAX reads it on import); also keeps --help fast
-    from unimdm_jax.generation import GenerationError, check_output_dir, generate
+    from unimdm_jax.generation import GenerationError, Options, check_output_dir, generate
 
     log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+    options = Options(
+        seed=args.seed,
+        guidance_scale=args.guidance,
+        step_lr=args.step_lr,
+        dit_checkpoint=args.dit_checkpoint,
+        symmetry_model=args.symmetry_model,
+        oracle_checkpoint=args.oracle_checkpoint,
+        composition_mode=args.composition_mode,
+        device=args.device,
+        unconditional=args.unconditional,
+        allow_extrapolation=args.allow_extrapolation,
+        deduplicate=not args.no_dedup,
+        batch_size=args.batch_size,
+        oracle_guidance=args.oracle_guidance,
+        oracle_sigma=args.oracle_sigma,
+        oracle_safeguards=not args.oracle_unbounded,
+        relax=args.relax,
+        rank=args.rank,
+        relax_fmax=args.relax_fmax,
+        relax_steps=args.relax_steps,
+    )
+    if args.targets:
+        from unimdm_jax.screening import screen
+
+        if args.band_gap is not None or args.formation_energy is not None:
+            print("error: with --targets the targets come from the file's columns", file=sys.stderr)
+            return 1
+        try:
+            screen(
+                args.targets,
+                args.out,
+                options=options,
+                n=args.num_structures,
+                top_k=args.top_k,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                rows_per_batch=args.rows_per_batch,
+                progress=not args.quiet,
+                log=log,
+            )
+        except GenerationError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
     try:
         check_output_dir(args.out, args.overwrite)  # before minutes of sampling
         result = generate(
@@ -174,27 +234,9 @@ def main(argv=None) -> int:
             n=args.num_structures,
             top_k=args.top_k,
             symmetry=args.symmetry,
-            seed=args.seed,
-            guidance_scale=args.guidance,
-            step_lr=args.step_lr,
-            dit_checkpoint=args.dit_checkpoint,
-            symmetry_model=args.symmetry_model,
-            oracle_checkpoint=args.oracle_checkpoint,
-            composition_mode=args.composition_mode,
-            device=args.device,
-            unconditional=args.unconditional,
-            allow_extrapolation=args.allow_extrapolation,
-            deduplicate=not args.no_dedup,
-            batch_size=args.batch_size,
-            oracle_guidance=args.oracle_guidance,
-            oracle_sigma=args.oracle_sigma,
-            oracle_safeguards=not args.oracle_unbounded,
-            relax=args.relax,
-            rank=args.rank,
-            relax_fmax=args.relax_fmax,
-            relax_steps=args.relax_steps,
             progress=not args.quiet,
             log=log,
+            **dataclasses.asdict(options),
         )
         out = result.write(args.out, overwrite=args.overwrite)
     except GenerationError as error:
