@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from unimdm_jax.errors import one_line
 from unimdm_jax.schema import wyckoff_positions
 
@@ -705,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--id", help="provenance id of a single input (default: the formula)")
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar over the rows of --csv / --jsonl"
+    )
     parser.add_argument("--model", help="model folder (default: the embedded model for the property)")
     parser.add_argument("--out", help="JSONL output file (default: stdout)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -798,7 +803,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"cannot load model {model_dir}: {one_line(error)}")
 
     lines, total, repaired = [], 0, 0
-    for item in inputs:
+    rows = tqdm(inputs, desc="rows", unit="row", file=sys.stderr, disable=len(inputs) < 2 or args.quiet)
+    for item in rows:
         prediction = predictor.predict(
             item.spec,
             item.property_name,
@@ -814,9 +820,12 @@ def main(argv: list[str] | None = None) -> int:
         total += len(prediction.hypotheses)
         repaired += sum(h.repaired for h in prediction.hypotheses)
     text = "\n".join(lines) + ("\n" if lines else "")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text, encoding="utf-8")
+    if args.out:  # written whole or not at all: a temporary file, then one rename
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(out)
     else:
         sys.stdout.write(text)
     rate = repaired / total if total else 0.0

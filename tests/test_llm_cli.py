@@ -72,6 +72,19 @@ def test_predict_batch_bad_row(tmp_path):
     assert not out.exists()
 
 
+def test_predict_batch_writes_every_row_with_a_progress_bar(tmp_path):
+    inputs = tmp_path / "in.csv"
+    inputs.write_text("id,formula,band_gap\nsalt,NaCl,5.0\nmagnesia,MgO,4.0\n")
+    out = tmp_path / "out.jsonl"
+    result = run_predict("--csv", str(inputs), "--top-k", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["provenance"]["id"] for r in records] == ["salt", "magnesia"]
+    assert [set(r["composition"]) for r in records] == [{"Na", "Cl"}, {"Mg", "O"}]
+    assert "rows: 100%" in result.stderr.replace("\r", "\n") and "2/2" in result.stderr
+    assert not list(tmp_path.glob(".*partial"))
+
+
 @pytest.mark.skipif(
     (CHECKPOINT_DIR / "small_glm4_bg" / "model_card.json").exists(), reason="an embedded model exists"
 )
