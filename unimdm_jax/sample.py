@@ -75,6 +75,13 @@ def parse_args(argv=None):
         "--resume", action="store_true", help="with --targets: skip the rows already written in OUT"
     )
     parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="with --targets: distribute the rows over a Ray cluster (auto: the running cluster, an "
+        "address such as ray://head:10001, local: start one here); OUT must be on a shared file system",
+    )
+    parser.add_argument("--ray-workers", type=int, help="with --ray: actors (default: one per CPU)")
+    parser.add_argument(
         "--rows-per-batch",
         type=int,
         default=16,
@@ -218,6 +225,8 @@ def main(argv=None) -> int:
                 resume=args.resume,
                 overwrite=args.overwrite,
                 rows_per_batch=args.rows_per_batch,
+                ray_address=args.ray,
+                ray_workers=args.ray_workers,
                 progress=not args.quiet,
                 log=log,
             )

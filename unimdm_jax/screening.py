@@ -167,6 +167,71 @@ def summary_line(row: TargetRow, folder: Path | None, reason: str | None) -> dic
     return line
 
 
+def run_group(group: list[TargetRow], rows_dir: Path, options: Options, progress: bool = False) -> dict:
+    """Generate the rows of one group that have no folder yet; returns {row id: one-line reason} of
+    its bad rows. Stage 1 runs for every valid row of the group (done or not), so that the pooled
+    sampling, and therefore every row's structures, do not depend on which rows were done before."""
+    reasons: dict[str, str] = {}
+    requests = {}
+    for row in group:
+        if row.error:
+            reasons[row.id] = row.error
+            continue
+        try:
+            requests[row.id] = prepare_request(
+                row.formula, n=row.n, top_k=row.top_k, options=options, **row.targets
+            )
+        except GenerationError as error:
+            reasons[row.id] = one_line(error)
+    by_model: dict[int, list[str]] = {}
+    for row_id, request in requests.items():
+        by_model.setdefault(id(request.dit), []).append(row_id)
+    for ids in by_model.values():  # stage 2: the group's structures pooled per Crystal DiT
+        sampled = sample_requests([requests[i] for i in ids], options, progress=progress)
+        for row_id, structures in zip(ids, sampled):
+            if (rows_dir / row_id / "summary.json").is_file():
+                continue
+            result = finish_request(requests[row_id], structures, options)
+            result.write(rows_dir / row_id, overwrite=True)  # staged, then one rename
+    return reasons
+
+
+class _RayWorker:
+    """A Ray actor: loads the models on its first group and keeps them (``generation``'s caches)."""
+
+    def __init__(self, rows_dir: str, options: Options):
+        self.rows_dir, self.options = Path(rows_dir), options
+
+    def run(self, group: list[TargetRow]) -> dict:
+        return run_group(group, self.rows_dir, self.options)
+
+
+def _run_on_ray(groups, rows_dir: Path, options: Options, address: str, workers: int | None, bar) -> dict:
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError:
+        raise GenerationError("--ray needs Ray: pip install 'unimdm[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=None if address == "local" else address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise GenerationError(f"cannot connect to Ray at {address!r}: {one_line(error)}") from None
+    try:
+        count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actor = ray.remote(num_cpus=1)(_RayWorker)
+        pool = ActorPool([actor.remote(str(rows_dir), options) for _ in range(count)])
+        reasons: dict[str, str] = {}
+        for group, found in zip(groups, pool.map(lambda worker, group: worker.run.remote(group), groups)):
+            reasons.update(found)
+            bar.update(len(group))
+        return reasons
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def screen(
     targets: str | Path,
     out_dir: str | Path,
@@ -177,15 +242,22 @@ def screen(
     resume: bool = False,
     overwrite: bool = False,
     rows_per_batch: int = ROWS_PER_BATCH,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
     progress: bool = True,
     log=None,
 ) -> dict[str, Any]:
-    """Run every row of a targets CSV (see the module docstring); returns the across-rows summary."""
+    """Run every row of a targets CSV (see the module docstring); returns the across-rows summary.
+
+    ``ray_address``: distribute the groups of rows over a Ray cluster (``"auto"``: the running
+    cluster, an address, or ``"local"``: start one on this machine), ``ray_workers`` actors (default:
+    one per CPU of the cluster), each loading the models once. The output folder must be on a file
+    system every node sees."""
     say = log or (lambda message: None)
     started = time.perf_counter()
     options = (options or Options()).checked()
     rows = read_targets(targets, n, top_k)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not out_dir.is_dir():
         raise GenerationError(f"output {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (resume or overwrite):
@@ -203,43 +275,22 @@ def screen(
     def done(row: TargetRow) -> bool:
         return (rows_dir / row.id / "summary.json").is_file()
 
-    reasons: dict[str, str] = {}
     skipped = sum(done(r) for r in rows)
     if skipped:
         say(f"resuming: {skipped} of {len(rows)} rows already written")
+    groups = [rows[i : i + rows_per_batch] for i in range(0, len(rows), rows_per_batch)]
+    reasons = {r.id: r.error for r in rows if r.error}
+    # a group is run when it has a valid row left to write
+    todo = [g for g in groups if any(not done(r) and not r.error for r in g)]
     bar = tqdm(
-        total=len(rows), initial=skipped, desc="rows", unit="row", disable=not progress, file=sys.stderr
+        total=sum(len(g) for g in todo), desc="rows", unit="row", disable=not progress, file=sys.stderr
     )
-    for first in range(0, len(rows), rows_per_batch):
-        group = rows[first : first + rows_per_batch]
-        pending = [r for r in group if not done(r)]
-        if all(r.error for r in pending):  # nothing to sample in this group
-            reasons.update({r.id: r.error for r in pending})
-            bar.update(len(pending))
-            continue
-        requests = {}
-        for row in group:  # stage 1, row by row; every valid row of the group, done or not
-            if row.error:
-                reasons[row.id] = row.error
-                continue
-            try:
-                requests[row.id] = prepare_request(
-                    row.formula, n=row.n, top_k=row.top_k, options=options, **row.targets
-                )
-            except GenerationError as error:
-                reasons[row.id] = one_line(error)
-        by_model: dict[int, list[str]] = {}
-        for row_id, request in requests.items():
-            by_model.setdefault(id(request.dit), []).append(row_id)
-        for ids in by_model.values():  # stage 2: the group's structures pooled per Crystal DiT
-            sampled = sample_requests([requests[i] for i in ids], options, progress=progress)
-            for row_id, structures in zip(ids, sampled):
-                row = next(r for r in group if r.id == row_id)
-                if done(row):
-                    continue
-                result = finish_request(requests[row_id], structures, options)
-                result.write(rows_dir / row_id, overwrite=True)  # staged, then one rename
-        bar.update(len(pending))
+    if ray_address:
+        reasons.update(_run_on_ray(todo, rows_dir, options, ray_address, ray_workers, bar))
+    else:
+        for group in todo:
+            reasons.update(run_group(group, rows_dir, options, progress=progress))
+            bar.update(len(group))
     bar.close()
 
     lines = [summary_line(r, rows_dir / r.id if done(r) else None, reasons.get(r.id)) for r in rows]
