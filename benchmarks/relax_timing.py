@@ -10,7 +10,8 @@ Takes the first N structures of an MP-20 split (``cif`` column), perturbs every 
 
 after loading the potential (load time reported separately). Prints one JSON object.
 
-    python benchmarks/relax_timing.py [--csv ../shared/data/mp_20/test.csv.gz] [-n 5]
+    python benchmarks/relax_timing.py [--csv ../shared/data/mp_20/test.csv.gz] [-n 5] \
+        [--out benchmarks/results/relax_timing_mp20.json]
 
 Leakage: CHGNet's training set (MPtrj) contains these MP-20 test materials.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ import pandas as pd
 from pymatgen.core import Structure
 
 from unimdm_jax import relax as R
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp_20" / "test.csv.gz"
 
@@ -38,6 +42,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=R.DEFAULT_THREADS)
+    ap.add_argument("--out", default=None, help="results file (command, machine, commit added)")
     args = ap.parse_args()
 
     df = pd.read_csv(args.csv, nrows=args.n)
@@ -67,23 +72,25 @@ def main() -> None:
         for mid, sg, r in zip(df["material_id"], df["spacegroup.number"], results)
     ]
     steps = [r.steps for r in results if r.ok]
-    print(
-        json.dumps(
-            {
-                "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
-                "n": len(structures),
-                "torch_threads": args.threads,
-                "load_seconds": round(load_s, 2),
-                "single_point_seconds_per_structure_batched": round(sp_s, 4),
-                "single_point_seconds_per_structure_one_at_a_time": round(sp1_s, 4),
-                "relax_seconds_per_structure": round(relax_total / len(structures), 2),
-                "relax_seconds_per_step": round(relax_total / max(sum(steps), 1), 4),
-                "median_steps": float(np.median(steps)) if steps else None,
-                "rows": rows,
-            },
-            indent=1,
-        )
-    )
+    result = {
+        "benchmark": "relax_timing",
+        "csv": str(args.csv),
+        "rows": f"the first {len(structures)} rows, every site perturbed by 0.05 A",
+        "n": len(structures),
+        "torch_threads": args.threads,
+        "load_seconds": round(load_s, 2),
+        "single_point_seconds_per_structure_batched": round(sp_s, 4),
+        "single_point_seconds_per_structure_one_at_a_time": round(sp1_s, 4),
+        "relax_seconds_per_structure": round(relax_total / len(structures), 2),
+        "relax_seconds_per_step": round(relax_total / max(sum(steps), 1), 4),
+        "median_steps": float(np.median(steps)) if steps else None,
+        "converged": int(sum(r.converged for r in results)),
+        "leakage": R.LEAKAGE_NOTE,
+        "structures": rows,
+    }
+    if args.out:
+        write_result(args.out, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "structures"}, indent=1))
 
 
 if __name__ == "__main__":
