@@ -48,6 +48,7 @@ from unimdm_jax.checkpoint import (
 from unimdm_jax.config import TrainConfig, get_task, load_config, property_columns
 from unimdm_jax.data import preprocess
 from unimdm_jax.data.batching import BatchIterator
+from unimdm_jax.model.growth import grow_params
 
 
 class TrainState(struct.PyTreeNode):
@@ -97,7 +98,9 @@ def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) ->
     Raises ValueError unless the checkpoint has exactly the parameter names and shapes of
     the config's model (a warm start never silently drops or re-initialises a layer). Across
     conditioning properties (a band-gap model warm-starting a formation-energy one), the i-th
-    property's embedding initialises the i-th: the modules are named after the property."""
+    property's embedding initialises the i-th: the modules are named after the property.
+    With ``config.init_grow`` a smaller Crystal DiT is first grown into the config's network
+    (``model.growth``: same function, more layers and frequencies)."""
     _, loaded, loaded_config, _ = load_model(init_from)
     if loaded_config.task != config.task:
         raise ValueError(
@@ -116,6 +119,12 @@ def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) ->
                     for key, value in flatten(loaded["params"]).items()
                 }
             )
+        }
+    if config.init_grow:
+        if config.task != "diffusion":
+            raise ValueError("init_grow: only a Crystal DiT can be grown")
+        loaded = {
+            "params": grow_params(loaded["params"], loaded_config.model, state.params["params"], config.model)
         }
     expected = {
         jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(state.params)
