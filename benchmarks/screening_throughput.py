@@ -4,7 +4,7 @@
         --out benchmarks/results/screening_throughput_mp20.json
 
 Targets: the first ``--rows`` rows of MP-20's test-1k subset (their reduced formula and true band
-gap), so every row is a real composition. Three ways to run the same requests with the embedded
+gap), so every row is a real composition. Five ways to run the same requests with the embedded
 models (symmetry predictor, Crystal DiT at its trained T, oracle):
 
 - ``one_process_per_row``: ``python -m unimdm_jax.sample --formula F --band-gap V`` once per row, as
@@ -12,7 +12,10 @@ models (symmetry predictor, Crystal DiT at its trained T, oracle):
 - ``one_call_per_row``: ``unimdm_jax.generate`` once per row in one Python process (models loaded once,
   the sampler compiled per batch shape, each row's structures sampled alone);
 - ``screen``: ``python -m unimdm_jax.sample --targets`` (``unimdm_jax.screening``): models loaded once,
-  the structures of all rows sampled together in full batches.
+  the structures of all rows sampled together in full batches;
+- ``ray_1_worker`` / ``ray_2_workers``: the same command with ``--ray local --ray-workers K`` (a Ray
+  instance started on this machine, the rows in K groups, one actor per group loading the models
+  once); on one 2-core machine this measures Ray's overhead, not a cluster's scaling.
 
 Reported per way: wall seconds (process start-up included for the command lines), rows and
 structures per second. One JAX job at a time: the machine is given to each way in turn.
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("-n", type=int, default=4, help="structures per row")
     parser.add_argument("--top-k", type=int, default=1)
-    parser.add_argument("--only", nargs="*", default=None, help="ways to run (default: all three)")
+    parser.add_argument("--only", nargs="*", default=None, help="ways to run (default: all five)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -72,7 +75,13 @@ def main(argv=None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     common = ["-n", str(args.n), "--top-k", str(args.top_k), "--quiet"]
-    ways = args.only or ["one_process_per_row", "one_call_per_row", "screen"]
+    ways = args.only or [
+        "one_process_per_row",
+        "one_call_per_row",
+        "screen",
+        "ray_1_worker",
+        "ray_2_workers",
+    ]
     seconds: dict[str, float] = {}
     for way in ways:
         if way == "one_process_per_row":
@@ -91,6 +100,21 @@ def main(argv=None) -> int:
                 f"top_k={args.top_k}, progress=False).write({str(work / way)!r} + '/' + r['id'])\n"
             )
             seconds[way] = timed([sys.executable, "-c", script])
+        elif way in ("ray_1_worker", "ray_2_workers"):
+            workers = 1 if way == "ray_1_worker" else 2
+            seconds[way] = timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "unimdm_jax.sample",
+                    "--targets",
+                    str(targets),
+                    "--out",
+                    str(work / way),
+                ]
+                + ["--rows-per-batch", str(-(-args.rows // workers)), "--ray", "local"]
+                + ["--ray-workers", str(workers), *common]
+            )
         elif way == "screen":
             seconds[way] = timed(
                 [sys.executable, "-m", "unimdm_jax.sample", "--targets", str(targets)]
