@@ -29,7 +29,9 @@ from typing import Any
 from unimdm_jax.data.io import read_rows
 from unimdm_jax.data.preprocess import (
     DEFAULT_SYMPREC,
+    PROPERTY_NAMES,
     cache_key,
+    check_property_columns,
     default_cache_dir,
     load_policy_split,
     preprocess_file,
@@ -113,10 +115,16 @@ def split_records(split: str, root: str | None = None, limit: int | None = None)
 
 
 def csv_records(
-    path: str | Path, limit: int | None = None, workers: int = 1, progress: bool = False, offset: int = 0
+    path: str | Path,
+    limit: int | None = None,
+    workers: int = 1,
+    progress: bool = False,
+    offset: int = 0,
+    properties: tuple[str, ...] | None = None,
 ) -> list:
     """Schema records of the rows of a CDVAE CSV: ``limit`` rows (all when None) after the first
-    ``offset``, counting the rows that symmetrize (every MP-20 row does).
+    ``offset``, counting the rows that symmetrize (every MP-20 row does). ``properties``: the
+    numeric columns the records carry (default MP-20's; a user's own must be registered).
 
     Uses the preprocessing cache when it holds the whole file. Without it, the first rows
     (no offset, a limit) are symmetrized alone; any other call symmetrizes and caches the whole
@@ -127,11 +135,15 @@ def csv_records(
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset}")
     path = Path(path)
-    cache = default_cache_dir() / f"{path.name}.{cache_key(path, DEFAULT_SYMPREC)}.npz"
+    names = PROPERTY_NAMES if properties is None else tuple(properties)
+    cache = default_cache_dir() / f"{path.name}.{cache_key(path, DEFAULT_SYMPREC, names)}.npz"
     if cache.exists() or limit is None or offset > 0:
-        dataset, _ = preprocess_file(path, workers=workers, progress=progress)
+        dataset, _ = preprocess_file(path, workers=workers, progress=progress, properties=properties)
     else:
-        dataset, _ = symmetrize_rows(read_rows([path], limit=limit), workers=workers, progress=progress)
+        if properties is not None:
+            check_property_columns(path, names)
+        rows = read_rows([path], limit=limit)
+        dataset, _ = symmetrize_rows(rows, workers=workers, progress=progress, properties=names)
     stop = len(dataset) if limit is None else min(offset + limit, len(dataset))
     return [dataset[i].to_record(source=path.name.split(".")[0]) for i in range(offset, stop)]
 
@@ -149,7 +161,11 @@ def build_examples(
     """Examples of a policy split or of a CSV file (exactly one of ``split`` / ``csv``)."""
     if (split is None) == (csv is None):
         raise ValueError("give exactly one of split or csv")
-    records = split_records(split, root, limit) if split else csv_records(csv, limit)
+    if split:
+        records = split_records(split, root, limit)
+    else:  # a user's own property is read from its column of the file
+        name = canonical_property(property_name)
+        records = csv_records(csv, limit, properties=None if name in PROPERTY_NAMES else (name,))
     return list(examples_from_records(records, property_name, composition_mode=composition_mode, fmt=fmt))
 
 

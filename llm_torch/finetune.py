@@ -53,6 +53,7 @@ from transformers import AutoModelForCausalLM, get_scheduler
 from unimdm_jax import provenance
 from unimdm_jax.data.io import mp20_split
 from unimdm_jax.errors import one_line
+from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, register_property
 
 from .dataset import as_alpaca, build_examples, read_jsonl
 from .decoding import encode
@@ -74,6 +75,9 @@ class FinetuneConfig:
     export_dir: str | None = None  # default: output_dir/final
     # data
     property_name: str = "band_gap"
+    # a user's own property (not band gap or formation energy): its unit, e.g. "g/cm3"; the
+    # property is read from the CSV column of that name (train_csv / eval_csv)
+    property_unit: str | None = None
     composition_mode: str = "mixed"  # mixed | both | cell | reduced (llm_torch.dataset)
     train_split: str | None = "train"
     eval_split: str | None = "holdout"
@@ -369,6 +373,8 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     torch.manual_seed(config.seed)
+    if config.property_unit:
+        register_property(config.property_name, config.property_unit)
     started = time.time()
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -499,6 +505,7 @@ def train(config: FinetuneConfig, command: str | None = None) -> dict:
             "parameters": sum(p.numel() for p in unwrapped.parameters()),
             "trainable_parameters": sum(p.numel() for p in unwrapped.parameters() if p.requires_grad),
             "property_name": canonical_property(config.property_name),
+            "property_unit": KNOWN_PROPERTY_UNITS[canonical_property(config.property_name)],
             "composition_mode": config.composition_mode,
             "prompt_style": style,
             "data": {

@@ -45,7 +45,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from unimdm_jax.errors import one_line
-from unimdm_jax.schema import wyckoff_positions
+from unimdm_jax.schema import register_property, wyckoff_positions
 
 from .constraints import (
     DEFAULT_MAX_ATOMS,
@@ -245,6 +245,8 @@ class Predictor:
         if isinstance(neighbours, (str, Path)):
             table = CompositionNeighbours.load(DEFAULT_TABLE if neighbours == "default" else neighbours)
         model, tokenizer, card = load_for_inference(model_dir, device, dtype, trust_remote_code)
+        if card.get("property_name") and card.get("property_unit"):
+            register_property(card["property_name"], card["property_unit"])  # a user's own property
         return cls(
             model,
             tokenizer,

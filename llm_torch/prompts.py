@@ -53,6 +53,7 @@ from .atomic_facts import AtomicFacts, atomic_facts, format_facts
 __all__ = [
     "INSTRUCTION",
     "PROMPT_PROPERTIES",
+    "prompt_property",
     "SYSTEM_PROMPT",
     "build_example",
     "build_input",
@@ -165,8 +166,17 @@ def reduced_formula(counts: Mapping[str, int]) -> str:
     return "".join(e if n // divisor == 1 else f"{e}{n // divisor}" for e, n in counts.items())
 
 
+def prompt_property(property_name: str) -> tuple[str, str, int]:
+    """(label, unit, decimal digits) the prompt states a property with; a user's own property
+    (registered with ``schema.register_property``) reads as its name with spaces, 3 digits."""
+    name = canonical_property(property_name)
+    if name in PROMPT_PROPERTIES:
+        return PROMPT_PROPERTIES[name]
+    return name.replace("_", " "), KNOWN_PROPERTY_UNITS[name], 3
+
+
 def _property_line(property_name: str, value: float) -> str:
-    label, unit, digits = PROMPT_PROPERTIES[canonical_property(property_name)]
+    label, unit, digits = prompt_property(property_name)
     return f"Target {label}: {value:.{digits}f} {unit}"
 
 

@@ -189,14 +189,15 @@ def test_cache_key_depends_on_settings_and_content(small_csv, tmp_path, fixture_
     assert cache_key(small_csv, 0.01) != cache_key(small_csv, 0.001)
     other = write_rows(fixture_frame.iloc[[0, 7, 19, 42]], tmp_path / "other.csv.gz")
     assert cache_key(small_csv, 0.01) != cache_key(other, 0.01)
+    assert cache_key(small_csv, 0.01) != cache_key(small_csv, 0.01, ("band_gap",))  # other columns
 
     cache = tmp_path / "cache"
     calls = []
     real = preprocess.symmetrize_rows
 
-    def counting(rows, workers=None, symprec=0.01, progress=True):
+    def counting(rows, workers=None, symprec=0.01, progress=True, properties=preprocess.PROPERTY_NAMES):
         calls.append(symprec)
-        return real(rows, workers, symprec, progress)
+        return real(rows, workers, symprec, progress, properties)
 
     monkeypatch.setattr(preprocess, "symmetrize_rows", counting)
     preprocess_file(small_csv, cache_dir=cache, workers=1, symprec=0.01, progress=False)
@@ -329,7 +330,7 @@ def fake_mp20(tmp_path, fixture_frame, fixture_dataset, monkeypatch):
     write_rows(frame("va", 1010), mp20 / "val.csv.gz")
     write_rows(frame("te", 40), mp20 / "test.csv.gz")
 
-    def fake_symmetrize(rows, workers=None, symprec=0.01, progress=True):
+    def fake_symmetrize(rows, workers=None, symprec=0.01, progress=True, properties=None):
         crystals, sources, failures = [], [], []
         for row in rows:
             if row.material_id.endswith("7"):

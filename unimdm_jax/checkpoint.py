@@ -35,7 +35,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from unimdm_jax import provenance
-from unimdm_jax.config import TASKS, TrainConfig
+from unimdm_jax.config import TASKS, TrainConfig, register_properties
 from unimdm_jax.errors import one_line
 from unimdm_jax.objective import DiffusionConfig
 
@@ -161,6 +161,11 @@ def load_model(path: Path | str):
         raise CheckpointError(
             f"corrupt checkpoint {path}: {type(error).__name__}: {one_line(error)}"
         ) from error
+    if config.task == "diffusion":
+        try:
+            register_properties(config.model)  # a user's own property: its unit, from the config
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {one_line(error)}") from None
     return TASKS[config.task].make_model(config.model), params, config, card
 
 
@@ -206,6 +211,18 @@ def training_summary(workdir: Path, up_to_step: int | None = None) -> dict:
     return summary
 
 
+def _data_description(config) -> dict:
+    """What a run trained and selected on: MP-20's policy splits, or the user's own files."""
+    if config.train_split == "train" and config.eval_split == "holdout":
+        return {
+            "dataset": "MP-20 (CDVAE split), ../shared/data/mp_20",
+            "training": "train_partial.csv.gz + val.csv.gz rows 1001-9047 (28,218 crystals)",
+            "selection": "val.csv.gz rows 1-1000 (holdout)",
+            "test": "never used for training or selection",
+        }
+    return {"training": str(config.train_split), "selection": str(config.eval_split)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unimdm_jax.checkpoint")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,12 +246,7 @@ def main(argv=None) -> int:
         "task": config.task,
         "model": dataclasses.asdict(config.model),
         **({"diffusion": dataclasses.asdict(config.diffusion)} if config.task == "diffusion" else {}),
-        "data": {
-            "dataset": "MP-20 (CDVAE split), ../shared/data/mp_20",
-            "training": "train_partial.csv.gz + val.csv.gz rows 1001-9047 (28,218 crystals)",
-            "selection": "val.csv.gz rows 1-1000 (holdout)",
-            "test": "never used for training or selection",
-        },
+        "data": _data_description(config),
         "training": {
             "command": args.command
             or f"python -m unimdm_jax.train --config <config> --workdir {args.workdir}",

@@ -18,6 +18,7 @@ import numpy as np
 
 from unimdm_jax.model import CrystalDiT, ModelConfig, OracleConfig, PropertyOracle
 from unimdm_jax.objective import DiffusionConfig, clean_k, diffusion_loss, make_schedules, property_loss
+from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, register_property
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,9 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
-    train_split: str = "train"  # see data.preprocess.load_policy_split
+    # a policy split of MP-20 (data.preprocess.load_policy_split) or a CSV file of your own
+    # (a CIF column and the model's property columns; data.preprocess.load_split)
+    train_split: str = "train"
     eval_split: str = "holdout"
     eval_every: int = 1000
     data_root: str | None = None  # default: io.default_data_root()
@@ -65,6 +68,21 @@ def load_config(path: str | Path) -> TrainConfig:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
+
+
+def register_properties(model_config) -> None:
+    """Register the units a model config names for its properties (a user's own property), so
+    that the schema, the prompts and the command line know them; ValueError when a property is
+    neither built in nor given a unit."""
+    names = tuple(model_config.properties)
+    units = tuple(getattr(model_config, "property_units", ()) or ())
+    if units and len(units) != len(names):
+        raise ValueError(f"model.property_units has {len(units)} unit(s) for {len(names)} properties")
+    for name, unit in zip(names, units):
+        register_property(name, unit)
+    unknown = [name for name in names if name not in KNOWN_PROPERTY_UNITS]
+    if unknown:
+        raise ValueError(f"property {unknown[0]!r} is not built in: give its unit in model.property_units")
 
 
 def property_columns(model_config: ModelConfig, property_names) -> tuple[int, ...]:

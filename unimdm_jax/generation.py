@@ -310,7 +310,9 @@ def canonical_targets(band_gap=None, formation_energy=None, **others) -> dict[st
         try:
             canonical = canonical_property(name)  # the one alias table, shared with stage 1
         except ValueError as error:
-            raise GenerationError(str(error)) from None
+            raise GenerationError(
+                f"{error}; a property of your own needs a Crystal DiT trained on it (--dit-checkpoint)"
+            ) from None
         targets[canonical] = parse_target(canonical, value)
     return targets
 
@@ -533,7 +535,10 @@ def sample_under_records(
         owner += [index] * int(count)
     if not crystals:
         return []
-    dataset = CrystalDataset.from_crystals(crystals, [f"hypothesis:{i}" for i in owner])
+    # property columns: the DiT's (a user's own property too); the values come from conditions
+    dataset = CrystalDataset.from_crystals(
+        crystals, [f"hypothesis:{i}" for i in owner], tuple(dit.config.model.properties)
+    )
 
     def per_structure(values):
         values = np.asarray(values, np.float64)
@@ -677,6 +682,7 @@ def generate(
     *,
     band_gap: float | tuple[float, float] | str | None = None,
     formation_energy: float | tuple[float, float] | str | None = None,
+    properties: dict | None = None,
     n: int = 8,
     top_k: int = 3,
     symmetry=None,
@@ -717,6 +723,10 @@ def generate(
     by at most one score norm (``guidance.oracle_guidance``, ``reverse_diffusion.sample``); ``False`` is
     the unguarded form of Dhariwal & Nichol.
 
+    ``properties``: targets by property name, for a Crystal DiT (``dit_checkpoint``) and a symmetry
+    model (``symmetry_model``) trained on a property of your own, e.g. ``{"density": 3.0}``
+    (``notebooks/05_your_own_data.ipynb``); the checkpoints' configs register its unit.
+
     A target is a value or a range: ``band_gap=(2.5, 3.5)`` (or ``"2.5:3.5"``) draws each
     structure's condition uniformly inside the range (seeded by ``seed``), the symmetry predictor
     is asked for the range's centre, and the summary judges the oracle's prediction against the
@@ -754,6 +764,7 @@ def generate(
         formula,
         band_gap=band_gap,
         formation_energy=formation_energy,
+        properties=properties,
         n=n,
         top_k=top_k,
         symmetry=symmetry,
@@ -769,6 +780,7 @@ def prepare_request(
     *,
     band_gap=None,
     formation_energy=None,
+    properties: dict | None = None,
     n: int = 8,
     top_k: int = 3,
     symmetry=None,
@@ -783,7 +795,11 @@ def prepare_request(
         raise GenerationError(f"n must be an integer between 1 and {MAX_STRUCTURES}, got {n!r}")
     if not isinstance(top_k, int) or top_k < 1:
         raise GenerationError(f"top_k must be a positive integer, got {top_k!r}")
-    targets = canonical_targets(band_gap, formation_energy)
+    if properties is not None and not isinstance(properties, dict):
+        raise GenerationError(f"properties must be a dict of name -> target, got {type(properties).__name__}")
+    if properties and options.dit_checkpoint is not None:
+        load_crystal_dit(options.dit_checkpoint)  # registers the unit of a property of your own
+    targets = canonical_targets(band_gap, formation_energy, **(properties or {}))
     # a range (lo, hi): each structure's condition is drawn uniformly inside it, hits are judged
     # against it, and its centre stands for it where one value is needed (the symmetry predictor)
     target_ranges = {name: value for name, value in targets.items() if isinstance(value, tuple)}

@@ -62,6 +62,14 @@ def parse_args(argv=None):
         help="target formation energy, eV/atom: a value (-1.2) or a range lo:hi (-2.5:-2.0)",
     )
     parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="target of a property of your own (a value or lo:hi), e.g. density=3.0, for a "
+        "--dit-checkpoint and --symmetry-model trained on it (notebooks/05_your_own_data.ipynb)",
+    )
+    parser.add_argument(
         "-n", "--num-structures", type=int, default=8, help="structures to sample in all (default 8)"
     )
     parser.add_argument(
@@ -212,7 +220,7 @@ def main(argv=None) -> int:
     if args.targets:
         from unimdm_jax.screening import screen
 
-        if args.band_gap is not None or args.formation_energy is not None:
+        if args.band_gap is not None or args.formation_energy is not None or args.target:
             print("error: with --targets the targets come from the file's columns", file=sys.stderr)
             return 1
         try:
@@ -235,11 +243,18 @@ def main(argv=None) -> int:
             return 1
         return 0
     try:
+        own = {}
+        for item in args.target:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise GenerationError(f"--target must be NAME=VALUE (e.g. density=3.0), got {item!r}")
+            own[name.strip()] = value.strip()
         check_output_dir(args.out, args.overwrite)  # before minutes of sampling
         result = generate(
             args.formula,
             band_gap=args.band_gap,
             formation_energy=args.formation_energy,
+            properties=own or None,
             n=args.num_structures,
             top_k=args.top_k,
             symmetry=args.symmetry,

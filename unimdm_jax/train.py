@@ -45,7 +45,7 @@ from unimdm_jax.checkpoint import (
     train_state_segments,
     unflatten,
 )
-from unimdm_jax.config import TrainConfig, get_task, load_config, property_columns
+from unimdm_jax.config import TrainConfig, get_task, load_config, property_columns, register_properties
 from unimdm_jax.data import preprocess
 from unimdm_jax.data.batching import BatchIterator
 from unimdm_jax.model.growth import grow_params
@@ -232,9 +232,16 @@ def train(
     mesh = Mesh(devices, ("data",))
     num_shards = len(devices)
 
+    if config.task == "diffusion":
+        register_properties(config.model)  # a user's own property needs its unit
     if datasets is None:
-        train_set, failures = load_policy_split(config.train_split, config.data_root, progress=progress)
-        eval_set, _ = load_policy_split(config.eval_split, config.data_root, progress=progress)
+        if config.train_split in preprocess.POLICY_SPLITS and config.eval_split in preprocess.POLICY_SPLITS:
+            train_set, failures = load_policy_split(config.train_split, config.data_root, progress=progress)
+            eval_set, _ = load_policy_split(config.eval_split, config.data_root, progress=progress)
+        else:  # CSV files of your own, with the model's property columns
+            own = dict(root=config.data_root, properties=config.model.properties, progress=progress)
+            train_set, failures = preprocess.load_split(config.train_split, **own)
+            eval_set, _ = preprocess.load_split(config.eval_split, **own)
     else:
         (train_set, eval_set), failures = datasets, []
     if config.train_limit:
@@ -363,6 +370,48 @@ def evaluate_loss(
     return totals
 
 
+def _parse_like(text: str, like, where: str):
+    """``text`` as a value of the type of ``like`` (the field's current value)."""
+    text = text.strip()
+    if isinstance(like, tuple):
+        items = [t for t in text.split(",") if t.strip()]
+        if like and isinstance(like[0], tuple):  # ranges: "lo:hi,lo:hi"
+            return tuple(tuple(float(v) for v in t.split(":")) for t in items)
+        return tuple(_parse_like(t, like[0] if like else "", where) for t in items)
+    if isinstance(like, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{where}: expected true or false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if text.lower() == "none" and (like is None or isinstance(like, str)):  # an optional field
+        return None
+    if like is None:  # a number if it reads as one, else the text
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+    try:
+        return type(like)(text)
+    except ValueError:
+        raise ValueError(f"{where}: expected {type(like).__name__}, got {text!r}") from None
+
+
+def override(config, item: str):
+    """A copy of a (nested) config dataclass with ``KEY=VALUE`` set, ``model.hidden=64`` style;
+    the value is parsed as the field's current type (ValueError, one line, otherwise)."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ValueError(f"expected KEY=VALUE, got {item!r}")
+    head, _, rest = key.strip().partition(".")
+    if not dataclasses.is_dataclass(config) or head not in {f.name for f in dataclasses.fields(config)}:
+        raise ValueError(f"{key.strip()}: no such config field")
+    current = getattr(config, head)
+    if rest:
+        return dataclasses.replace(config, **{head: override(current, f"{rest}={value}")})
+    return dataclasses.replace(config, **{head: _parse_like(value, current, key.strip())})
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unimdm_jax.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
@@ -381,12 +430,26 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. train_split=my_train.csv, model.properties=density, "
+        "model.property_units=g/cm3, model.property_ranges=0:12 (tuples: comma-separated; ranges: lo:hi)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except (OSError, ValueError, AttributeError, SyntaxError) as error:
         print(f"error: cannot load config {args.config}: {error}", file=sys.stderr)
+        return 1
+    try:
+        for item in args.set:
+            config = override(config, item)
+    except ValueError as error:
+        print(f"error: --set {error}", file=sys.stderr)
         return 1
     if args.steps is not None:
         config = dataclasses.replace(config, total_steps=args.steps)

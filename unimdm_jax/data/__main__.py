@@ -195,7 +195,12 @@ def add_symmetry_command(subparsers) -> None:
 
 def _run_preprocess(args: argparse.Namespace) -> int:
     from unimdm_jax.data.preprocess import preprocess_file
+    from unimdm_jax.schema import parse_property_specs, register_property
 
+    properties = None
+    if args.properties is not None:
+        specs = parse_property_specs(args.properties)
+        properties = tuple(register_property(name, unit) for name, unit in specs.items())
     for file in args.files:
         dataset, failures = preprocess_file(
             file,
@@ -203,6 +208,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
             workers=args.workers,
             symprec=args.symprec,
             progress=not args.quiet,
+            properties=properties,
         )
         _report_failures(failures)
         print(f"{file}: {len(dataset)} crystal(s) symmetrized, {len(failures)} failed")
@@ -217,6 +223,14 @@ def add_preprocess_command(subparsers) -> None:
     p.add_argument("--cache-dir", default=None, help="default: $UNIMDM_CACHE or ~/.cache/unimdm/preprocessed")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--symprec", type=float, default=0.01, help="symmetry tolerance (default 0.01)")
+    p.add_argument(
+        "--properties",
+        default=None,
+        metavar="NAME:UNIT,...",
+        help="numeric columns kept as properties, with their units, e.g. density:g/cm3 "
+        "(default: MP-20's band_gap and formation_energy_per_atom); a training config names the same "
+        "columns in its model's properties",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run_preprocess)
 

@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -204,16 +205,22 @@ def _symmetrize_row(args):
 
 
 def symmetrize_rows(
-    rows, workers: int | None = None, symprec: float = DEFAULT_SYMPREC, progress: bool = True
+    rows,
+    workers: int | None = None,
+    symprec: float = DEFAULT_SYMPREC,
+    progress: bool = True,
+    properties: Sequence[str] = PROPERTY_NAMES,
 ):
-    """Symmetrize CSV rows in parallel, preserving order. Returns (dataset, failures)."""
+    """Symmetrize CSV rows in parallel, preserving order. Returns (dataset, failures); the
+    dataset's property columns are ``properties`` (NaN where a row has no value)."""
 
     workers = workers or os.cpu_count() or 1
+    properties = tuple(properties)
     jobs = [
         (
             r.material_id,
             r.cif,
-            {n: r.properties.get(n, float("nan")) for n in PROPERTY_NAMES},
+            {n: r.properties.get(n, float("nan")) for n in properties},
             r.source,
             symprec,
         )
@@ -234,15 +241,33 @@ def symmetrize_rows(
     crystals = [c for c, _ in results if c is not None]
     sources = [job[3] for job, (c, _) in zip(jobs, results) if c is not None]
     failures = [f for _, f in results if f is not None]
-    return CrystalDataset.from_crystals(crystals, sources), failures
+    return CrystalDataset.from_crystals(crystals, sources, properties), failures
+
+
+def check_property_columns(path: Path, properties: Sequence[str]) -> None:
+    """A one-line ``DatasetError`` unless the CSV has a numeric column for every property."""
+    header = [name for name in io.read_header(path) if name]
+    missing = [name for name in properties if name not in header]
+    if missing:
+        others = [c for c in header if c not in io.METADATA_COLUMNS]
+        raise io.DatasetError(
+            f"{path}: no column {missing[0]!r} (property columns: {', '.join(others) or 'none'})"
+        )
+    rows = io.read_rows([path])  # the whole file: a column is numeric when all its values are
+    if not rows:
+        raise io.DatasetError(f"{path}: no data rows")
+    numeric = set(rows[0].properties)  # the columns whose every value is a number (or empty)
+    not_numeric = [name for name in properties if name not in numeric]
+    if not_numeric:
+        raise io.DatasetError(f"{path}: column {not_numeric[0]!r} holds values that are not numbers")
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("UNIMDM_CACHE", Path.home() / ".cache" / "unimdm" / "preprocessed"))
 
 
-def cache_key(path: Path, symprec: float) -> str:
-    settings = json.dumps({"symprec": symprec, "version": EXTRACTION_VERSION, "properties": PROPERTY_NAMES})
+def cache_key(path: Path, symprec: float, properties: Sequence[str] = PROPERTY_NAMES) -> str:
+    settings = json.dumps({"symprec": symprec, "version": EXTRACTION_VERSION, "properties": list(properties)})
     return hashlib.sha256((file_sha256(path) + settings).encode()).hexdigest()[:24]
 
 
@@ -252,12 +277,24 @@ def preprocess_file(
     workers: int | None = None,
     symprec: float = DEFAULT_SYMPREC,
     progress: bool = True,
+    properties: Sequence[str] | None = None,
 ) -> tuple[CrystalDataset, list[Failure]]:
-    """Symmetrize every row of one CSV file, using the on-disk cache when it is valid."""
+    """Symmetrize every row of one CSV file, using the on-disk cache when it is valid.
+
+    ``properties``: the numeric columns kept as the dataset's properties (default: MP-20's
+    ``PROPERTY_NAMES``, NaN where the file has no such column); named ones must exist and be
+    numeric (a user's own property: register its unit with ``schema.register_property``)."""
 
     path = Path(path)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = cache_key(path, symprec)
+    if properties is None:
+        properties = PROPERTY_NAMES
+    else:
+        properties = tuple(properties)
+        if not path.is_file():
+            raise io.DatasetError(f"{path}: no such file")
+        check_property_columns(path, properties)
+    key = cache_key(path, symprec, properties)
     data_path = cache_dir / f"{path.name}.{key}.npz"
     report_path = cache_dir / f"{path.name}.{key}.failures.json"
     if data_path.exists() and report_path.exists():
@@ -266,11 +303,27 @@ def preprocess_file(
             return CrystalDataset.load(data_path), failures
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
             pass  # a corrupt cache is rebuilt
-    dataset, failures = symmetrize_rows(read_rows([path]), workers, symprec, progress)
+    dataset, failures = symmetrize_rows(read_rows([path]), workers, symprec, progress, properties)
     cache_dir.mkdir(parents=True, exist_ok=True)
     dataset.save(data_path)
     report_path.write_text(json.dumps([dataclasses.asdict(f) for f in failures], indent=1))
     return dataset, failures
+
+
+def load_split(name: str, root=None, properties: Sequence[str] | None = None, **kwargs):
+    """A policy split of MP-20 by name (``load_policy_split``), or a CSV file of your own with
+    ``properties`` as its property columns (``preprocess_file``). Returns (dataset, failures)."""
+    if name in POLICY_SPLITS:
+        return load_policy_split(name, root, **kwargs)
+    path = Path(name)
+    if not path.is_file():
+        raise io.DatasetError(
+            f"split {name!r} is neither a policy split ({', '.join(POLICY_SPLITS)}) nor a CSV file"
+        )
+    return preprocess_file(path, properties=properties, **kwargs)
+
+
+POLICY_SPLITS = ("train", "holdout", "test", "test-1k")
 
 
 def load_policy_split(name: str, root=None, **kwargs) -> tuple[CrystalDataset, list[Failure]]:

@@ -106,7 +106,7 @@ class SymmetrizedCrystal:
         for site in self.sites:
             counts[site.element] = counts.get(site.element, 0) + site.multiplicity
         properties = tuple(
-            schema.Property(name, float(value), PROPERTY_UNITS.get(name, ""))
+            schema.Property(name, float(value), _unit(name))
             for name, value in self.properties.items()
             if np.isfinite(value)
         )
@@ -125,13 +125,17 @@ class SymmetrizedCrystal:
         )
 
 
-#: Units of the properties a record may carry: the schema's, plus MP-20's other energy columns.
-PROPERTY_UNITS = {
-    **schema.KNOWN_PROPERTY_UNITS,
+#: Units of MP-20's and Perov-5's other energy columns, which a record may carry too.
+OTHER_PROPERTY_UNITS = {
     "e_above_hull": "eV/atom",
     "energy_per_atom": "eV/atom",
     "heat_ref": "eV/atom",
 }
+
+
+def _unit(name: str) -> str:
+    """The schema's unit of a property (built in or registered), else MP-20's, else ''."""
+    return schema.KNOWN_PROPERTY_UNITS.get(name) or OTHER_PROPERTY_UNITS.get(name, "")
 
 
 @functools.lru_cache(maxsize=None)

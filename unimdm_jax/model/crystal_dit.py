@@ -46,6 +46,9 @@ class ModelConfig:
     # conditioning properties and the value range their radial basis covers
     properties: tuple[str, ...] = ("band_gap",)
     property_ranges: tuple[tuple[float, float], ...] = ((0.0, 10.0),)
+    # the unit of each property, in order, for a user's own property (registered in the schema
+    # when the config is loaded); () when all are built in (band gap, formation energy)
+    property_units: tuple[str, ...] = ()
 
 
 class CrystalDiT(nn.Module):

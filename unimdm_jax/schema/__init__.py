@@ -15,7 +15,14 @@ from typing import Any
 from .elements import ELEMENT_SYMBOLS, atomic_number, is_valid_element
 from .errors import SchemaError
 from .files import dump_records, load_record, load_records, parse_records
-from .properties import KNOWN_PROPERTY_UNITS, PROPERTY_ALIASES, PROPERTY_NAMES, canonical_property
+from .properties import (
+    KNOWN_PROPERTY_UNITS,
+    PROPERTY_ALIASES,
+    PROPERTY_NAMES,
+    canonical_property,
+    parse_property_specs,
+    register_property,
+)
 from .record import (
     SCHEMA_VERSION,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -64,6 +71,8 @@ __all__ = [
     "all_space_groups",
     "atomic_number",
     "canonical_property",
+    "parse_property_specs",
+    "register_property",
     "centring_factor",
     "crystal_system",
     "dump_records",
