@@ -201,3 +201,42 @@ def test_warm_start_copies_weights_across_properties_and_refuses_other_shapes(fi
     _, other = init_state(wider, example)
     with pytest.raises(ValueError, match="do not match"):
         warm_start(other, wider, tmp_path / "bg")
+
+
+def test_a_large_train_state_is_split_into_files_under_the_limit_and_read_back(tmp_path):
+    """A state over the size limit is written as a main file plus the part files it names, each
+    under the limit (one array over it alone in its file); reading gives the same arrays; a later,
+    smaller save removes the earlier parts; a missing part is a one-line CheckpointError."""
+    from unimdm_jax.checkpoint import (
+        CheckpointError,
+        load_train_state,
+        save_train_state,
+        train_state_files,
+        train_state_segments,
+    )
+
+    rng = np.random.default_rng(0)
+    state = {
+        "step": np.asarray(7, np.int32),
+        "params": {f"w{i}": rng.normal(size=(50, 40)).astype(np.float32) for i in range(6)},  # 8,000 B each
+        "big": rng.normal(size=(100, 100)).astype(np.float32),  # 40,000 B: over the limit alone
+    }
+    path = tmp_path / "state" / "train_state.safetensors"
+    save_train_state(state, path, [{"from_step": 0, "to_step": 7}], max_file_bytes=20_000)
+    files = train_state_files(path)
+    assert len(files) == 4 and all(f.is_file() for f in files)  # big | w0 w1 | w2 w3 | w4 w5 step (key order)
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(f.name for f in files)
+    sizes = {f.name: f.stat().st_size for f in files}
+    assert sum(size > 20_000 + 1_000 for size in sizes.values()) == 1, sizes  # only big's file (+ header)
+    template = jax.tree_util.tree_map(np.zeros_like, state)
+    loaded = load_train_state(template, path)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(loaded)):
+        np.testing.assert_array_equal(a, b)
+    assert train_state_segments(path) == [{"from_step": 0, "to_step": 7}]
+
+    save_train_state(state, path, max_file_bytes=10**9)  # one file now: the old parts go
+    assert list(path.parent.iterdir()) == [path] and train_state_files(path) == [path]
+    save_train_state(state, path, max_file_bytes=20_000)
+    train_state_files(path)[2].unlink()
+    with pytest.raises(CheckpointError, match="names the part .* which is missing"):
+        load_train_state(template, path)

@@ -9,9 +9,10 @@ turns the EMA parameters of one step into a small folder that ships inside the p
 
 A *train state file* (``save_train_state``; the trainer writes ``train_state.safetensors``
 into its work dir at every checkpoint) holds the whole state needed to resume (step, params,
-EMA params, optimizer moments) in one safetensors file, keyed by pytree path, with the
-segments trained so far in its metadata: committed, it lets the next training segment
-continue on any machine (``TrainConfig.resume_from`` / ``train --resume-from``).
+EMA params, optimizer moments) in safetensors, keyed by pytree path, with the segments
+trained so far in its metadata: committed, it lets the next training segment continue on any
+machine (``TrainConfig.resume_from`` / ``train --resume-from``). A state over 24 MB is split
+into the main file and part files it names (``train_state_files``), each under the 25 MB rule.
 
 ``load_model`` reads either such a folder or a training work dir (latest orbax step) and
 returns the module of the config's task (``config.TASKS``: the Crystal DiT or the property
@@ -26,6 +27,7 @@ import dataclasses
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import jax
@@ -68,31 +70,79 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
     return tree
 
 
-def save_train_state(state, path: Path | str, segments: list | None = None) -> Path:
-    """Write a TrainState (any pytree) to one safetensors file, atomically; ``segments`` (JSON-able)
-    is the training history kept in its metadata."""
+#: Each file of a train state stays under this size (the 25 MB rule for committed files): a
+#: larger state is written as the main file plus part files that the main file names.
+MAX_TRAIN_STATE_FILE_BYTES = 24_000_000
+
+
+def save_train_state(
+    state, path: Path | str, segments: list | None = None, max_file_bytes: int = MAX_TRAIN_STATE_FILE_BYTES
+) -> Path:
+    """Write a TrainState (any pytree) to safetensors, atomically; ``segments`` (JSON-able) is the
+    training history kept in its metadata. A state over ``max_file_bytes`` is split: ``path``
+    holds the first arrays and names the part files (``<stem>.part2-<token>.safetensors``, ...)
+    that hold the rest; the parts are written first and the main file last, so a reader never
+    sees a main file whose parts are missing, and the parts of earlier saves are then removed.
+    Commit every file of ``train_state_files(path)``."""
     arrays = {
         jax.tree_util.keystr(p): np.asarray(leaf) for p, leaf in jax.tree_util.tree_leaves_with_path(state)
     }
+    groups: list[dict] = [{}]
+    size = 0
+    for name, array in arrays.items():  # in tree order; one array over the limit gets a file alone
+        if groups[-1] and size + array.nbytes > max_file_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][name] = array
+        size += array.nbytes
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    parts = [f"{path.stem}.part{i}-{token}{path.suffix}" for i in range(2, len(groups) + 1)]
+    for name, group in zip(parts, groups[1:]):
+        tmp = path.with_name(f"{name}.tmp")
+        save_file(group, str(tmp))
+        os.replace(tmp, path.with_name(name))
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(arrays, str(tmp), metadata={"segments": json.dumps(segments or [])})
+    metadata = {"segments": json.dumps(segments or []), "parts": json.dumps(parts)}
+    save_file(groups[0], str(tmp), metadata=metadata)
     os.replace(tmp, path)
+    for old in path.parent.glob(f"{path.stem}.part*{path.suffix}"):
+        if old.name not in parts:
+            old.unlink(missing_ok=True)
     return path
+
+
+def _train_state_metadata(path: Path | str) -> dict:
+    with safe_open(str(path), framework="numpy") as handle:
+        return handle.metadata() or {}
 
 
 def train_state_segments(path: Path | str) -> list:
     """The training history stored in a train state file's metadata."""
-    with safe_open(str(path), framework="numpy") as handle:
-        return json.loads((handle.metadata() or {}).get("segments", "[]"))
+    return json.loads(_train_state_metadata(path).get("segments", "[]"))
+
+
+def train_state_files(path: Path | str) -> list[Path]:
+    """The main train state file and the part files it names (all of them to commit or copy)."""
+    path = Path(path)
+    return [
+        path,
+        *(path.with_name(name) for name in json.loads(_train_state_metadata(path).get("parts", "[]"))),
+    ]
 
 
 def load_train_state(template, path: Path | str):
-    """The state of ``template``'s structure with the arrays of a train state file; raises
-    CheckpointError unless the file has exactly the template's paths and shapes."""
+    """The state of ``template``'s structure with the arrays of a train state file (and its
+    parts); raises CheckpointError unless they hold exactly the template's paths and shapes."""
     try:
-        arrays = load_file(str(path))
+        arrays = {}
+        for file in train_state_files(path):
+            if not file.is_file():
+                raise CheckpointError(f"train state {path} names the part {file.name}, which is missing")
+            arrays.update(load_file(str(file)))
+    except CheckpointError:
+        raise
     except Exception as error:  # noqa: BLE001 - any decoding failure means a corrupt file
         raise CheckpointError(
             f"corrupt train state {path}: {type(error).__name__}: {one_line(error)}"
