@@ -196,6 +196,10 @@ def test_plausibility_flags_inflated_and_overlapping_cells():
         (["--formula", "NaCl", "--band-gap", "1:50"], "outside the range"),
         (["--formula", "NaCl", "--band-gap", "one:2"], "two numbers"),
         (["--formula", "NaCl", "--formation-energy", "-9:-8"], "outside the range"),
+        (["--formula", "NaCl", "--band-gap", "1", "--steps", "0"], "steps must be a positive integer"),
+        (["--formula", "NaCl", "--band-gap", "1", "--steps", "5000"], "at most the 1000 steps"),
+        (["--formula", "NaCl", "--target", "density=2.2"], "unknown property 'density'"),
+        (["--formula", "NaCl", "--target", "density"], "--target must be NAME=VALUE"),
     ],
 )
 def test_sample_bad_input_one_line_and_nothing_written(tmp_path, args, fragment):
@@ -409,3 +413,14 @@ def test_target_range_draws_conditions_inside_it_and_judges_hits_against_it(tmp_
     assert [len(a) for a in as_atoms] == [len(c.structure) for c in result.crystals]
     with pytest.raises(ValueError, match="no relaxation"):
         result.crystals[0].to_ase(relaxed=True)
+
+
+def test_fewer_sampling_steps_keep_the_space_group_and_are_recorded():
+    """``steps=50``: the re-spaced sampler still gives the record's space group (pymatgen's
+    SpacegroupAnalyzer, independently), and the summary says how many steps ran."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    result = generate(symmetry=RUTILE, n=2, steps=50, progress=False, deduplicate=False)
+    assert result.settings["sampling_steps"] == 50 and result.settings["timesteps"] == 1000
+    for crystal in result.crystals:
+        assert SpacegroupAnalyzer(crystal.structure, symprec=0.1).get_space_group_number() == 136

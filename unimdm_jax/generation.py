@@ -511,6 +511,7 @@ def sample_under_records(
     step_lr: float = 1e-5,
     batch_size: int = 32,
     progress: bool = True,
+    steps: int | None = None,
     oracle=None,
     oracle_property: str | None = None,
     oracle_targets: Sequence[float] | None = None,
@@ -569,6 +570,7 @@ def sample_under_records(
         seed=seed,
         guidance_scale=guidance_scale,
         step_lr=step_lr,
+        steps=steps,
         property_values=values,
         progress=progress,
         **guidance,
@@ -610,6 +612,7 @@ class Options:
     seed: int = 0
     guidance_scale: float = 0.0
     step_lr: float = 1e-5
+    steps: int | None = None  # sampling steps (re-spaced schedules); None: the trained T
     dit_checkpoint: Any = None
     symmetry_model: Any = None
     oracle_checkpoint: Any = None
@@ -635,6 +638,10 @@ class Options:
         ):
             if not math.isfinite(value) or value < 0:
                 raise GenerationError(f"{name} must be >= 0, got {value!r}")
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1
+        ):
+            raise GenerationError(f"steps must be a positive integer, got {self.steps!r}")
         if not math.isfinite(self.oracle_sigma) or self.oracle_sigma <= 0:
             raise GenerationError(f"oracle sigma must be > 0, got {self.oracle_sigma!r}")
         rank = self.rank if self.rank is not None else ("energy" if self.relax else "none")
@@ -689,6 +696,7 @@ def generate(
     seed: int = 0,
     guidance_scale: float = 0.0,
     step_lr: float = 1e-5,
+    steps: int | None = None,
     dit_checkpoint=None,
     symmetry_model=None,
     oracle_checkpoint=None,
@@ -714,6 +722,8 @@ def generate(
     ``symmetry`` (a file path, a record, or a list of records) skips it. ``n`` structures are
     sampled in all, spread round robin over the records (best first). ``unconditional=True``
     samples with the null condition (the model's unconditional mode, for comparisons);
+    ``steps`` S < T samples in S predictor-corrector steps with the schedules re-spaced
+    (``objective.respace_schedules``; None: the trained T);
     ``guidance_scale`` w > 0 is classifier-free guidance: (1 + w) cond - w uncond.
     ``oracle_guidance`` s > 0 adds classifier guidance: s times the gradient of the Gaussian
     log-likelihood of the target under the property oracle (width ``oracle_sigma``) with
@@ -743,6 +753,7 @@ def generate(
         seed=seed,
         guidance_scale=guidance_scale,
         step_lr=step_lr,
+        steps=steps,
         dit_checkpoint=dit_checkpoint,
         symmetry_model=symmetry_model,
         oracle_checkpoint=oracle_checkpoint,
@@ -825,6 +836,11 @@ def prepare_request(
         raise GenerationError(
             f"the Crystal DiT {dit.name} is conditioned on {', '.join(dit.properties)}, not "
             f"{unsupported[0]}; pass a checkpoint trained on it"
+        )
+    if options.steps is not None and options.steps > dit.config.diffusion.timesteps:
+        raise GenerationError(
+            f"steps must be at most the {dit.config.diffusion.timesteps} steps {dit.name} was trained with, "
+            f"got {options.steps}"
         )
     where = f"the Crystal DiT {dit.name}"
     check_in_range(
@@ -925,6 +941,7 @@ def sample_requests(requests: Sequence[Request], options: Options, progress: boo
         seed=options.seed,
         guidance_scale=options.guidance_scale,
         step_lr=options.step_lr,
+        steps=options.steps,
         batch_size=options.batch_size,
         progress=progress,
         **guided,
@@ -1016,6 +1033,7 @@ def finish_request(
         "unconditional": options.unconditional,
         "crystal_dit": request.dit.name,
         "timesteps": request.dit.config.diffusion.timesteps,
+        "sampling_steps": options.steps or request.dit.config.diffusion.timesteps,
         "oracle": None if oracle is None else getattr(oracle, "name", DEFAULT_ORACLE),
         "symmetry_source": "given" if request.symmetry_given else "language model",
         "relax": {"fmax": options.relax_fmax, "steps": int(options.relax_steps)} if options.relax else None,

@@ -125,6 +125,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step size")
     parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampling steps, the schedules re-spaced (default: the trained 1000); 250 matched as often as "
+        "1000 on the holdout, 4x faster (benchmarks/README.md, Sampling steps)",
+    )
+    parser.add_argument(
         "--composition-mode",
         choices=("auto", "cell", "reduced"),
         default="auto",
@@ -200,6 +207,7 @@ def main(argv=None) -> int:
         seed=args.seed,
         guidance_scale=args.guidance,
         step_lr=args.step_lr,
+        steps=args.steps,
         dit_checkpoint=args.dit_checkpoint,
         symmetry_model=args.symmetry_model,
         oracle_checkpoint=args.oracle_checkpoint,
