@@ -207,3 +207,19 @@ def test_the_own_property_configs_load():
         own.num_layers,
         len(own.properties),
     )
+
+
+def test_a_targets_file_may_name_a_property_of_your_own(tmp_path):
+    from unimdm_jax.screening import read_targets
+
+    path = tmp_path / "targets.csv"
+    path.write_text("formula,density,band_gap\nNaCl,2.2,\nKCl,1.8:2.0,\nLiF,,3.0\n")
+    rows = read_targets(path, own_properties=["density"])
+    assert [(r.formula, r.targets, r.error) for r in rows] == [
+        ("NaCl", {"density": "2.2"}, None),
+        ("KCl", {"density": "1.8:2.0"}, None),
+        ("LiF", {"band_gap": "3.0"}, None),
+    ]
+    plain = read_targets(path)  # without a model trained on density, the column is not a target
+    assert [r.targets for r in plain] == [{}, {}, {"band_gap": "3.0"}]
+    assert plain[0].error == "give exactly one target per row: band_gap or formation_energy"

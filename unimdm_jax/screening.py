@@ -5,7 +5,9 @@
 ``targets.csv`` has a ``formula`` column and one target column per row, ``band_gap`` (eV) or
 ``formation_energy`` (eV/atom; ``formation_energy_per_atom`` is accepted too), each a value or a
 range ``lo:hi``; optional ``n``, ``top_k`` (else the command's ``-n`` / ``--top-k``) and ``id`` (else
-``row0001``, ``row0002``, ...). Every other option of the command applies to all rows.
+``row0001``, ``row0002``, ...). With a ``--dit-checkpoint`` trained on a property of your own, that
+property's column is a target column too (``density``, say). Every other option of the command
+applies to all rows.
 
 What it writes: ``DIR/rows/<id>/``, each row's folder exactly as a single run writes it (CIFs,
 extended XYZ, ``summary.json`` / ``summary.csv``, ``symmetry.jsonl``), published by one rename when
@@ -46,6 +48,7 @@ from unimdm_jax.generation import (
     GenerationError,
     Options,
     finish_request,
+    load_crystal_dit,
     prepare_request,
     sample_requests,
 )
@@ -72,10 +75,12 @@ class TargetRow:
     error: str | None = None
 
 
-def read_targets(path: str | Path, n: int = 8, top_k: int = 3) -> list[TargetRow]:
+def read_targets(path: str | Path, n: int = 8, top_k: int = 3, own_properties=()) -> list[TargetRow]:
     """The rows of a targets CSV. A file-level problem (missing, no ``formula`` column, duplicate
-    ids) raises GenerationError; a row-level one becomes that row's ``error``."""
+    ids) raises GenerationError; a row-level one becomes that row's ``error``. ``own_properties``:
+    further target columns, the properties of your own a ``--dit-checkpoint`` is trained on."""
     path = Path(path)
+    target_columns = {**TARGET_COLUMNS, **{name: name for name in own_properties}}
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -85,8 +90,8 @@ def read_targets(path: str | Path, n: int = 8, top_k: int = 3) -> list[TargetRow
         raise GenerationError(f"targets file {path}: {one_line(error)}") from None
     if "formula" not in columns:
         raise GenerationError(f"targets file {path}: no 'formula' column (columns: {', '.join(columns)})")
-    if not any(c in TARGET_COLUMNS for c in columns):
-        raise GenerationError(f"targets file {path}: no target column ({', '.join(TARGET_COLUMNS)})")
+    if not any(c in target_columns for c in columns):
+        raise GenerationError(f"targets file {path}: no target column ({', '.join(target_columns)})")
     rows, seen = [], set()
     for number, line in enumerate(lines, start=1):
         line = {(k or "").strip(): (v or "").strip() for k, v in line.items()}
@@ -99,9 +104,9 @@ def read_targets(path: str | Path, n: int = 8, top_k: int = 3) -> list[TargetRow
             raise GenerationError(f"targets file {path}: id {row_id!r} appears twice")
         seen.add(row_id)
         error = None
-        targets = {TARGET_COLUMNS[c]: line[c] for c in TARGET_COLUMNS if line.get(c)}
+        targets = {target_columns[c]: line[c] for c in target_columns if line.get(c)}
         if len(targets) != 1:
-            error = "give exactly one target per row: band_gap or formation_energy"
+            error = f"give exactly one target per row: {' or '.join(dict.fromkeys(target_columns.values()))}"
         row_n, row_top_k = n, top_k
         try:
             row_n = int(line["n"]) if line.get("n") else n
@@ -178,8 +183,10 @@ def run_group(group: list[TargetRow], rows_dir: Path, options: Options, progress
             reasons[row.id] = row.error
             continue
         try:
+            builtin = {k: v for k, v in row.targets.items() if k in TARGET_COLUMNS.values()}
+            own = {k: v for k, v in row.targets.items() if k not in builtin}
             requests[row.id] = prepare_request(
-                row.formula, n=row.n, top_k=row.top_k, options=options, **row.targets
+                row.formula, n=row.n, top_k=row.top_k, options=options, properties=own or None, **builtin
             )
         except GenerationError as error:
             reasons[row.id] = one_line(error)
@@ -256,7 +263,10 @@ def screen(
     say = log or (lambda message: None)
     started = time.perf_counter()
     options = (options or Options()).checked()
-    rows = read_targets(targets, n, top_k)
+    own = ()
+    if options.dit_checkpoint is not None:  # a Crystal DiT of your own: its properties are target columns
+        own = [p for p in load_crystal_dit(options.dit_checkpoint).properties if p not in TARGET_COLUMNS]
+    rows = read_targets(targets, n, top_k, own)
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not out_dir.is_dir():
         raise GenerationError(f"output {out_dir} exists and is not a folder")
