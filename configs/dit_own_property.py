@@ -17,7 +17,7 @@ Use:   python -m unimdm_jax.sample --formula NaCl --target density=2.2 \\
            --dit-checkpoint my_models/dit_density --symmetry-model my_models/llm_density --out out/
        (the symmetry model: configs/llm_own_property.py; or --symmetry FILE.json instead)
 Time:  ~280 crystals/s on the 2-core development CPU (4.4 steps/s of batch 64): 4,000 steps in about
-       16 minutes alone; notebooks/05_your_own_data.ipynb runs 40 steps of it on 160 crystals.
+       16 minutes alone; notebooks/05_your_own_data.ipynb runs 20 steps of it on 160 crystals.
 """
 
 import dataclasses
