@@ -94,9 +94,20 @@ def test_notebook_is_stored_without_outputs(path):
     assert not dirty, f"cells {dirty} carry outputs or execution counts: clear them before committing"
 
 
+#: notebooks whose run test is a file of its own, so that ``--dist loadfile`` runs it on the
+#: other worker, beside these ones (tests/test_notebook_own_data.py)
+OWN_FILE = ("05_your_own_data",)
+HERE = [p for p in NOTEBOOKS if p.stem not in OWN_FILE]
+
+
 @pytest.mark.slow  # 30-90 s each on the 2-core CPU (sampling at T = 1000, a short training run)
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", HERE, ids=[p.stem for p in HERE])
 def test_notebook_runs(path, kernel_spec_dir, tmp_path):
+    run_notebook(path, kernel_spec_dir, tmp_path)
+
+
+def run_notebook(path: Path, kernel_spec_dir: Path, tmp_path: Path) -> None:
+    """Execute a notebook in a fresh kernel; a failing cell fails the calling test."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
