@@ -10,8 +10,8 @@ study's candidate (c), which had a lower RMSE than the shipped network at equal 
 Run:   python -m unimdm_jax.train --config configs/dit_mp20_cpu_grown.py --workdir workdirs/dit_mp20_cpu_grown
 Time:  ~145 crystals/s (2.3 steps/s) alone on the 2-core development CPU: about 75 minutes for the
        10,000 steps (6,047 s of wall time in the recorded run, partly shared with the test suite).
-       The train state (26.7 MB) is over the 25 MB rule: only the EMA export is committed
-       (training_states/dit_mp20_cpu_grown/ema); a further cycle warm-starts from it (--init-from).
+       Only the EMA export is committed (training_states/dit_mp20_cpu_grown/ema); the next cycle,
+       configs/dit_mp20_cpu_grown_long.py, warm-starts from it.
 """
 
 import dataclasses

@@ -12,7 +12,7 @@ Run:   python -m unimdm_jax.train --config configs/dit_own_property.py --workdir
            --set train_split=my_train.csv --set eval_split=my_val.csv \\
            --set model.properties=density --set model.property_units=g/cm3 \\
            --set model.property_ranges=0:12
-       python -m unimdm_jax.checkpoint export workdirs/dit_density --out my_models/dit_density
+       python -m unimdm_jax.checkpoint export --workdir workdirs/dit_density --out my_models/dit_density
 Use:   python -m unimdm_jax.sample --formula NaCl --target density=2.2 \\
            --dit-checkpoint my_models/dit_density --symmetry-model my_models/llm_density --out out/
        (the symmetry model: configs/llm_own_property.py; or --symmetry FILE.json instead)

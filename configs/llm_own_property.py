@@ -11,7 +11,7 @@ Run:   python -m llm_torch.finetune --config configs/llm_own_property.py \\
            --set train_csv=my_train.csv --set eval_csv=my_val.csv \\
            --set property_name=density --set property_unit=g/cm3 --set export_dir=my_models/llm_density
 Time:  ~1.8 s per step of 32 on the 2-core development CPU (the band-gap model's full fine-tuning
-       rate): the 600 steps below in about 20 minutes; notebooks/05_your_own_data.ipynb runs 12
+       rate): the 600 steps below in about 20 minutes; notebooks/05_your_own_data.ipynb runs 8
        steps of 8 on 160 crystals.
 """
 

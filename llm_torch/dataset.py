@@ -140,9 +140,9 @@ def csv_records(
     if cache.exists() or limit is None or offset > 0:
         dataset, _ = preprocess_file(path, workers=workers, progress=progress, properties=properties)
     else:
-        if properties is not None:
-            check_property_columns(path, names)
         rows = read_rows([path], limit=limit)
+        if properties is not None:
+            check_property_columns(path, names, rows)
         dataset, _ = symmetrize_rows(rows, workers=workers, progress=progress, properties=names)
     stop = len(dataset) if limit is None else min(offset + limit, len(dataset))
     return [dataset[i].to_record(source=path.name.split(".")[0]) for i in range(offset, stop)]

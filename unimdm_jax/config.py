@@ -75,7 +75,7 @@ def register_properties(model_config) -> None:
     that the schema, the prompts and the command line know them; ValueError when a property is
     neither built in nor given a unit."""
     names = tuple(model_config.properties)
-    units = tuple(getattr(model_config, "property_units", ()) or ())
+    units = tuple(model_config.property_units)
     if units and len(units) != len(names):
         raise ValueError(f"model.property_units has {len(units)} unit(s) for {len(names)} properties")
     for name, unit in zip(names, units):

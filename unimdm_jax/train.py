@@ -225,7 +225,6 @@ def train(
     """Train ``config`` in ``workdir`` (resuming there when it has a saved step). ``datasets``:
     ``(train_set, eval_set)`` CrystalDatasets instead of the policy splits read through the
     preprocessing cache (a machine without the CSVs or pymatgen; ``unimdm_jax.remote``)."""
-    load_policy_split = preprocess.load_policy_split  # looked up at call time (tests replace it)
     workdir = Path(workdir)
     get_task(config)  # fail early on an unknown task or a mismatched model config
     devices = np.asarray(jax.devices())
@@ -234,14 +233,10 @@ def train(
 
     if config.task == "diffusion":
         register_properties(config.model)  # a user's own property needs its unit
-    if datasets is None:
-        if config.train_split in preprocess.POLICY_SPLITS and config.eval_split in preprocess.POLICY_SPLITS:
-            train_set, failures = load_policy_split(config.train_split, config.data_root, progress=progress)
-            eval_set, _ = load_policy_split(config.eval_split, config.data_root, progress=progress)
-        else:  # CSV files of your own, with the model's property columns
-            own = dict(root=config.data_root, properties=config.model.properties, progress=progress)
-            train_set, failures = preprocess.load_split(config.train_split, **own)
-            eval_set, _ = preprocess.load_split(config.eval_split, **own)
+    if datasets is None:  # MP-20's policy splits, or CSV files of your own with the model's properties
+        split = dict(root=config.data_root, properties=config.model.properties, progress=progress)
+        train_set, failures = preprocess.load_split(config.train_split, **split)
+        eval_set, _ = preprocess.load_split(config.eval_split, **split)
     else:
         (train_set, eval_set), failures = datasets, []
     if config.train_limit:
@@ -376,7 +371,10 @@ def _parse_like(text: str, like, where: str):
     if isinstance(like, tuple):
         items = [t for t in text.split(",") if t.strip()]
         if like and isinstance(like[0], tuple):  # ranges: "lo:hi,lo:hi"
-            return tuple(tuple(float(v) for v in t.split(":")) for t in items)
+            ranges = [t.split(":") for t in items]
+            if any(len(r) != 2 for r in ranges):
+                raise ValueError(f"{where}: expected ranges lo:hi[,lo:hi...], got {text!r}")
+            return tuple(tuple(_parse_like(v, 0.0, where) for v in r) for r in ranges)
         return tuple(_parse_like(t, like[0] if like else "", where) for t in items)
     if isinstance(like, bool):
         if text.lower() not in ("true", "false", "1", "0"):

@@ -244,8 +244,9 @@ def symmetrize_rows(
     return CrystalDataset.from_crystals(crystals, sources, properties), failures
 
 
-def check_property_columns(path: Path, properties: Sequence[str]) -> None:
-    """A one-line ``DatasetError`` unless the CSV has a numeric column for every property."""
+def check_property_columns(path: Path, properties: Sequence[str], rows: Sequence[io.CrystalRow]) -> None:
+    """A one-line ``DatasetError`` unless the CSV (``rows``: read from it) has a numeric column for
+    every property."""
     header = [name for name in io.read_header(path) if name]
     missing = [name for name in properties if name not in header]
     if missing:
@@ -253,7 +254,6 @@ def check_property_columns(path: Path, properties: Sequence[str]) -> None:
         raise io.DatasetError(
             f"{path}: no column {missing[0]!r} (property columns: {', '.join(others) or 'none'})"
         )
-    rows = io.read_rows([path])  # the whole file: a column is numeric when all its values are
     if not rows:
         raise io.DatasetError(f"{path}: no data rows")
     numeric = set(rows[0].properties)  # the columns whose every value is a number (or empty)
@@ -287,13 +287,8 @@ def preprocess_file(
 
     path = Path(path)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if properties is None:
-        properties = PROPERTY_NAMES
-    else:
-        properties = tuple(properties)
-        if not path.is_file():
-            raise io.DatasetError(f"{path}: no such file")
-        check_property_columns(path, properties)
+    custom = properties is not None
+    properties = tuple(properties) if custom else PROPERTY_NAMES
     key = cache_key(path, symprec, properties)
     data_path = cache_dir / f"{path.name}.{key}.npz"
     report_path = cache_dir / f"{path.name}.{key}.failures.json"
@@ -303,7 +298,10 @@ def preprocess_file(
             return CrystalDataset.load(data_path), failures
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
             pass  # a corrupt cache is rebuilt
-    dataset, failures = symmetrize_rows(read_rows([path]), workers, symprec, progress, properties)
+    rows = read_rows([path])
+    if custom:  # (a cached file passed this check when it was written)
+        check_property_columns(path, properties, rows)
+    dataset, failures = symmetrize_rows(rows, workers, symprec, progress, properties)
     cache_dir.mkdir(parents=True, exist_ok=True)
     dataset.save(data_path)
     report_path.write_text(json.dumps([dataclasses.asdict(f) for f in failures], indent=1))
