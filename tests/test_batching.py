@@ -22,6 +22,7 @@ from unimdm_jax.data.batching import (
     budget_ladder,
     count_shapes,
     graphs_from_dataset,
+    largest_budget,
     sharded_batch,
 )
 
@@ -361,6 +362,26 @@ def test_count_shapes_predicts_the_compiled_shapes(fixture_dataset):
             # measured on the fixture (batch 16, 50 steps, seeds 0-4): 5-7 shapes with 1 shard,
             # 6-9 with 2 shards
             assert len(predicted) <= (10 if num_shards == 1 else 12), (seed, num_shards, predicted)
+
+
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_fixed_budget_gives_one_shape_that_fits_the_largest_crystals(fixture_dataset, num_shards):
+    dataset, _ = fixture_dataset
+    shard = 8 // num_shards
+    largest = np.sort(dataset.num_atoms.astype(int))[-shard:]  # closed form: the worst shard
+    expected = (ladder_reference(largest.sum() + 1), ladder_reference((largest * (largest - 1)).sum()))
+    assert (largest_budget(dataset, shard).nodes, largest_budget(dataset, shard).edges) == expected
+    fixed = BatchIterator(dataset, 8, seed=3, num_shards=num_shards, fixed_budget=True)
+    tight = BatchIterator(dataset, 8, seed=3, num_shards=num_shards)
+    shapes = set()
+    for step in range(2 * fixed.steps_per_epoch):  # two epochs: every crystal, two orders
+        batch = next(fixed)
+        shapes.add((batch.nodes["mask"].shape, batch.senders.shape))
+        indices = fixed.indices_at(step)
+        assert np.array_equal(indices, tight.indices_at(step))  # same data order
+        for s, part in enumerate(np.split(indices, num_shards)):
+            check_batch(jax.tree_util.tree_map(lambda x, s=s: x[s], batch), dataset, part, s * len(part))
+    assert shapes == {((num_shards, expected[0]), (num_shards, expected[1]))}
 
 
 def test_padded_batches_cover_the_crystals_in_order_with_one_or_per_batch_budgets(fixture_dataset):

@@ -24,6 +24,7 @@ TINY = TrainConfig(
     warmup_steps=1,
     total_steps=30,
     ema_decay=0.5,  # so that the EMA parameters of a 30-step run have moved
+    fixed_budget=True,  # one compiled shape per run
 )
 
 

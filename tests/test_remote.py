@@ -40,6 +40,8 @@ def remote_run(packed, tmp_path_factory):
         "model.num_heads": 2,
         "model.num_frequencies": 4,
         "diffusion.timesteps": 20,
+        "fixed_budget": True,  # one compiled shape: the rate measurement and the run compile once each
+        "eval_batches": 2,
     }
     config = Path(__file__).resolve().parents[1] / "configs" / "dit_mp20_cpu.py"
     report = remote.run(

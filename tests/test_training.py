@@ -22,6 +22,7 @@ TINY = TrainConfig(
     learning_rate=3e-3,
     warmup_steps=1,
     total_steps=100,
+    fixed_budget=True,  # one compiled shape per run (the tests' time is mostly compiling)
 )
 
 
@@ -31,11 +32,11 @@ def _mesh(n):
     return Mesh(np.asarray(jax.devices()[:n]), ("data",))
 
 
-def _step_once(dataset, indices, num_shards, config=TINY):
+def _step_once(dataset, indices, num_shards, config=TINY, budget=None):
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     mesh = _mesh(num_shards)
-    batch = sharded_batch(dataset, indices, num_shards)
+    batch = sharded_batch(dataset, indices, num_shards, budget)
     model, state = init_state(config, sharded_batch(dataset, indices[:2], 1))
     step = make_train_step(model, config, (0,), mesh)
     state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -57,6 +58,23 @@ def test_two_device_step_equals_one_device_step(fixture_dataset):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_padding_to_the_largest_budget_leaves_the_step_unchanged(fixture_dataset):
+    """fixed_budget pads more (one compiled shape); the padding is masked, so a step computes the
+    same loss and the same new parameters as with the smallest budget that fits."""
+    from unimdm_jax.data.batching import largest_budget
+
+    dataset, _ = fixture_dataset
+    indices = np.arange(8)
+    params_tight, metrics_tight = _step_once(dataset, indices, 1)
+    budget = largest_budget(dataset, 8)
+    assert budget.nodes > sharded_batch(dataset, indices).nodes["mask"].shape[1]  # padded further
+    params_loose, metrics_loose = _step_once(dataset, indices, 1, budget=budget)
+    for name in ("loss", "coord_loss", "lattice_loss", "grad_norm"):
+        assert metrics_loose[name] == pytest.approx(metrics_tight[name], rel=1e-4, abs=1e-6), name
+    for a, b in zip(jax.tree_util.tree_leaves(params_tight), jax.tree_util.tree_leaves(params_loose)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 @pytest.fixture
 def four_step_config(fixture_dataset, monkeypatch):
     """A 4-step run checkpointing every 2 steps, on 48 fixture crystals as every policy split."""
@@ -65,7 +83,9 @@ def four_step_config(fixture_dataset, monkeypatch):
     dataset, _ = fixture_dataset
     small = dataset.select(np.arange(48))
     monkeypatch.setattr(preprocess, "load_policy_split", lambda name, root=None, **kw: (small, []))
-    return dataclasses.replace(TINY, total_steps=4, checkpoint_every=2, log_every=1, eval_every=1000)
+    return dataclasses.replace(
+        TINY, total_steps=4, checkpoint_every=2, log_every=1, eval_every=1000, eval_batches=1
+    )
 
 
 def test_training_resumes_with_same_data_order(four_step_config, tmp_path):

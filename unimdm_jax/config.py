@@ -40,11 +40,15 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
+    # pad every batch to the largest one the data can form: one compiled shape instead of one per
+    # (node, edge) rung met (data.batching.largest_budget); for short runs where compiling dominates
+    fixed_budget: bool = False
     # a policy split of MP-20 (data.preprocess.load_policy_split) or a CSV file of your own
     # (a CIF column and the model's property columns; data.preprocess.load_split)
     train_split: str = "train"
     eval_split: str = "holdout"
     eval_every: int = 1000
+    eval_batches: int = 16  # batches of eval_split scored at each evaluation (fixed noise)
     data_root: str | None = None  # default: io.default_data_root()
     train_limit: int | None = None  # use the first N training crystals (smoke runs)
     # warm start: the (EMA) parameters of an exported checkpoint folder or a training work

@@ -198,7 +198,9 @@ def steps_per_second(config: TrainConfig, train_set, timed_steps: int = 30) -> f
     the timed steps, and a timed step only ever runs an already compiled shape."""
     devices = np.asarray(jax.devices())
     mesh = Mesh(devices, ("data",))
-    iterator = BatchIterator(train_set, config.batch_size, config.seed, num_shards=len(devices))
+    iterator = BatchIterator(
+        train_set, config.batch_size, config.seed, num_shards=len(devices), fixed_budget=config.fixed_budget
+    )
     model, state = init_state(config, iterator.sharded(0))
     step = make_train_step(model, config, property_columns(config.model, train_set.property_names), mesh)
     state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -251,7 +253,9 @@ def train(
     save_run_files(workdir, config, config_path)
 
     manager = checkpoint_manager(workdir, config)
-    iterator = BatchIterator(train_set, config.batch_size, config.seed, num_shards=num_shards)
+    iterator = BatchIterator(
+        train_set, config.batch_size, config.seed, num_shards=num_shards, fixed_budget=config.fixed_budget
+    )
     model, state = init_state(config, iterator.sharded(0))
     segments = []  # the training history carried by train state files
     if manager.latest_step() is not None:
@@ -343,9 +347,7 @@ def train(
     return state
 
 
-def evaluate_loss(
-    eval_loss, params, dataset, config: TrainConfig, num_shards, sharding, max_batches: int = 16
-):
+def evaluate_loss(eval_loss, params, dataset, config: TrainConfig, num_shards, sharding):
     """Mean loss and metrics over a fixed set of batches (and, for diffusion, noise levels),
     for model selection."""
     iterator = BatchIterator(
@@ -354,9 +356,10 @@ def evaluate_loss(
         seed=12345,
         num_shards=num_shards,
         shuffle=False,
+        fixed_budget=config.fixed_budget,
     )
     totals: dict[str, float] = {}
-    count = min(max_batches, iterator.steps_per_epoch)
+    count = min(config.eval_batches, iterator.steps_per_epoch)
     for i in range(count):
         batch = jax.device_put(iterator.sharded(i), sharding)
         metrics = jax.device_get(eval_loss(params, batch, jax.random.PRNGKey(i)))

@@ -188,13 +188,24 @@ def stack_graphs(graphs: list[jraph.GraphsTuple]) -> jraph.GraphsTuple:
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *graphs)
 
 
-def sharded_batch(dataset: CrystalDataset, indices, num_shards: int = 1) -> jraph.GraphsTuple:
-    """Split ``indices`` into ``num_shards`` equal parts padded to common budgets, stacked."""
+def largest_budget(dataset: CrystalDataset, shard_size: int) -> Budget:
+    """The budget of the largest shard of ``shard_size`` crystals ``dataset`` can form (its
+    ``shard_size`` largest crystals): every batch fits it, so a run compiles one shape."""
+    largest = np.sort(dataset.num_atoms.astype(np.int64))[-shard_size:]
+    return budget_for([largest], shard_size)
+
+
+def sharded_batch(
+    dataset: CrystalDataset, indices, num_shards: int = 1, budget: Budget | None = None
+) -> jraph.GraphsTuple:
+    """Split ``indices`` into ``num_shards`` equal parts padded to common budgets (the smallest
+    rungs that fit, or ``budget``), stacked."""
     indices = np.asarray(indices)
     if len(indices) % num_shards:
         raise ValueError(f"batch of {len(indices)} does not split into {num_shards} shards")
     parts = np.split(indices, num_shards)
-    budget = budget_for([dataset.num_atoms[p].astype(np.int64) for p in parts], len(parts[0]))
+    if budget is None:
+        budget = budget_for([dataset.num_atoms[p].astype(np.int64) for p in parts], len(parts[0]))
     return stack_graphs([graphs_from_dataset(dataset, p, budget, i * len(p)) for i, p in enumerate(parts)])
 
 
@@ -205,6 +216,9 @@ class BatchIterator:
     and drops the incomplete last batch; step ``s`` is batch ``s % steps_per_epoch`` of
     epoch ``s // steps_per_epoch``. The order therefore depends only on (seed, step), and
     restarting from a checkpoint at step ``s`` reproduces the same data order.
+
+    ``fixed_budget``: pad every batch to ``largest_budget`` (one compiled shape; more padding
+    per step). Worth it where compiling dominates: short runs, tiny models, tests.
     """
 
     def __init__(
@@ -215,6 +229,7 @@ class BatchIterator:
         start_step: int = 0,
         num_shards: int = 1,
         shuffle: bool = True,
+        fixed_budget: bool = False,
     ):
         if batch_size > len(dataset):
             raise ValueError(f"batch size {batch_size} exceeds the dataset size {len(dataset)}")
@@ -224,6 +239,7 @@ class BatchIterator:
         self.num_shards, self.shuffle, self.step = num_shards, shuffle, start_step
         self.steps_per_epoch = len(dataset) // batch_size
         self._epoch, self._order = None, None
+        self.budget = largest_budget(dataset, batch_size // num_shards) if fixed_budget else None
 
     def indices_at(self, step: int) -> np.ndarray:
         epoch, position = divmod(step, self.steps_per_epoch)
@@ -240,7 +256,7 @@ class BatchIterator:
 
     def sharded(self, step: int) -> jraph.GraphsTuple:
         """The batch of ``step`` (does not advance the iterator)."""
-        return sharded_batch(self.dataset, self.indices_at(step), self.num_shards)
+        return sharded_batch(self.dataset, self.indices_at(step), self.num_shards, self.budget)
 
     def __next__(self) -> jraph.GraphsTuple:
         batch = self.sharded(self.step)
