@@ -40,7 +40,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
@@ -305,7 +305,9 @@ class Predictor:
         texts per item. Items are left-padded (masked; positions follow the mask), so each item's
         beam search is the one it would get alone: beam scores are normalised by the generated
         length only, and finished items just wait for the others. One call for the ``candidates``
-        groups instead of one per group: 3.04 -> 2.52 s per crystal on the 2-core CPU (llm_torch/README)."""
+        groups instead of one per group: 3.04 -> 2.52 s per crystal on the 2-core CPU (llm_torch/README).
+        ``grammar``: one grammar for every item, or a list of one per item (items of several
+        compositions decoded together, :meth:`predict_many`)."""
         import torch
         from transformers import GenerationConfig
 
@@ -323,13 +325,14 @@ class Predictor:
         for row, (ids, _) in enumerate(items):
             inputs[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long, device=device)
             mask[row, width - len(ids) :] = 1
+        grammars = list(grammar) if isinstance(grammar, (list, tuple)) else [grammar] * len(items)
         processors = []
         if constrained:
             processor = SymmetryLogitsProcessor(
-                self.tokenizer, [grammar] * len(items), width, [prefix for _, prefix in items]
+                self.tokenizer, grammars, width, [prefix for _, prefix in items]
             )
             processors.append(processor)
-        budget = grammar.max_new_chars() if constrained else 1024
+        budget = max(g.max_new_chars() for g in grammars) if constrained else 1024
         limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         if isinstance(limit, int) and limit > width:
             budget = min(budget, limit - width)
@@ -410,13 +413,91 @@ class Predictor:
     ) -> Prediction:
         """Top-``top_k`` distinct hypotheses for one composition and target (see :class:`Ranking`;
         ``num_beams`` overrides its beam width)."""
+        return self.predict_many(
+            [(spec, property_name, value)],
+            top_k=top_k,
+            constrained=constrained,
+            num_beams=num_beams,
+            sample=sample,
+            temperature=temperature,
+            seed=seed,
+        )[0]
+
+    def predict_many(
+        self,
+        queries: Sequence[tuple[CompositionSpec, str, float]],
+        *,
+        top_k: int = 5,
+        constrained: bool = True,
+        num_beams: int | None = None,
+        sample: bool = False,
+        temperature: float = 1.0,
+        seed: int = 0,
+        max_batch: int = 32,
+    ) -> list[Prediction]:
+        """:meth:`predict` for several ``(composition, property, target)`` queries, with the beam
+        searches of their candidate groups decoded together (``max_batch`` items per ``generate``
+        call; every item's search is the one it gets alone, left padding being masked). Each
+        query's answer equals what :meth:`predict` returns for it alone with the same ``seed``."""
         import torch
 
         from .decoding import sequence_logprobs
 
-        property_name = canonical_property(property_name)
         ranking = self.ranking
         num_beams = ranking.num_beams if num_beams is None else num_beams
+        if sample or not constrained:  # draws from one random stream: one query at a time
+            return [
+                self._predict_one(q, top_k, constrained, num_beams, sample, temperature, seed)
+                for q in queries
+            ]
+        starts = []
+        for spec, property_name, value in queries:
+            property_name = canonical_property(property_name)
+            prompt = self.prompt_ids(spec, property_name, value)
+            grammar = OutputGrammar(spec)
+            groups = list(grammar.groups)
+            sg_lp = sequence_logprobs(
+                self.model, prompt, [self._encode(space_group_line(g) + "\n") for g in groups]
+            )
+            ranked = [g for _, g in sorted(zip(sg_lp, groups), key=lambda t: -t[0])]
+            starts.append((spec, property_name, value, prompt, grammar, ranked, dict(zip(groups, sg_lp))))
+        items, owners = [], []  # the constrained beam searches of every query, in query and rank order
+        for index, (_, _, _, prompt, grammar, ranked, _) in enumerate(starts):
+            for g in ranked[: max(top_k, ranking.candidates)]:
+                prefix = space_group_line(g) + "\n" + positions_line(g) + "\n"
+                items.append(((prompt + self._encode(prefix), prefix), grammar, g))
+                owners.append(index)
+        decoded = []
+        for first in range(0, len(items), max_batch):
+            chunk = items[first : first + max_batch]
+            decoded += self._generate_batch(
+                [item for item, _, _ in chunk],
+                [grammar for _, grammar, _ in chunk],
+                constrained=True,
+                sample=False,
+                num_beams=num_beams,
+                num_return=1,
+                temperature=temperature,
+            )
+        predictions = []
+        for index, (spec, property_name, value, prompt, grammar, ranked, sg_score) in enumerate(starts):
+            torch.manual_seed(seed)  # the fallback draws below: as predict() alone makes them
+            beams = [(g, texts) for (_, _, g), texts, o in zip(items, decoded, owners) if o == index]
+            predictions.append(
+                self._finish(
+                    spec, property_name, value, prompt, grammar, ranked, sg_score, beams, top_k, temperature
+                )
+            )
+        return predictions
+
+    def _predict_one(self, query, top_k, constrained, num_beams, sample, temperature, seed) -> Prediction:
+        """One query, decoded alone (sampled or unconstrained decoding)."""
+        import torch
+
+        from .decoding import sequence_logprobs
+
+        spec, property_name, value = query
+        property_name = canonical_property(property_name)
         torch.manual_seed(seed)
         prompt = self.prompt_ids(spec, property_name, value)
         grammar = OutputGrammar(spec)
@@ -426,54 +507,7 @@ class Predictor:
         )
         ranked = [g for _, g in sorted(zip(sg_lp, groups), key=lambda t: -t[0])]
         sg_score = dict(zip(groups, sg_lp))
-        found: dict = {}
-
-        def add(texts, fallback):
-            for text in texts:
-                h = self._to_hypothesis(text, spec, fallback)
-                if h is not None and h.key() not in found:
-                    h.sg_logprob = sg_score.get(h.space_group, float("nan"))
-                    found[h.key()] = h
-
-        if constrained:
-            chosen = ranked[: max(top_k, ranking.candidates)]
-            prefixes = [space_group_line(g) + "\n" + positions_line(g) + "\n" for g in chosen]
-            decoded = (
-                self._generate_batch(
-                    [(prompt + self._encode(prefix), prefix) for prefix in prefixes],
-                    grammar,
-                    constrained=True,
-                    sample=sample,
-                    num_beams=num_beams,
-                    num_return=1,
-                    temperature=temperature,
-                )
-                if chosen
-                else []
-            )
-            for g, texts in zip(chosen, decoded):  # in ranked order, as the hypotheses are deduplicated
-                add(texts, g)
-            for _ in range(3):  # fewer feasible groups than top_k: sample other assignments
-                if len(found) >= top_k:
-                    break
-                for g in ranked:
-                    if len(found) >= top_k:
-                        break
-                    prefix = space_group_line(g) + "\n" + positions_line(g) + "\n"
-                    add(
-                        self._generate(
-                            prompt + self._encode(prefix),
-                            grammar,
-                            prefix,
-                            constrained=True,
-                            sample=True,
-                            num_beams=1,
-                            num_return=top_k,
-                            temperature=max(temperature, 1.0),
-                        ),
-                        g,
-                    )
-        else:
+        if not constrained:
             texts = self._generate(
                 prompt,
                 grammar,
@@ -484,7 +518,98 @@ class Predictor:
                 num_return=top_k,
                 temperature=temperature,
             )
-            add(texts, ranked[0])
+            return self._finish(
+                spec,
+                property_name,
+                value,
+                prompt,
+                grammar,
+                ranked,
+                sg_score,
+                [(ranked[0], texts)],
+                top_k,
+                temperature,
+                fill=False,
+            )
+        chosen = ranked[: max(top_k, self.ranking.candidates)]
+        prefixes = [space_group_line(g) + "\n" + positions_line(g) + "\n" for g in chosen]
+        decoded = (
+            self._generate_batch(
+                [(prompt + self._encode(prefix), prefix) for prefix in prefixes],
+                grammar,
+                constrained=True,
+                sample=sample,
+                num_beams=num_beams,
+                num_return=1,
+                temperature=temperature,
+            )
+            if chosen
+            else []
+        )
+        return self._finish(
+            spec,
+            property_name,
+            value,
+            prompt,
+            grammar,
+            ranked,
+            sg_score,
+            list(zip(chosen, decoded)),
+            top_k,
+            temperature,
+        )
+
+    def _finish(
+        self,
+        spec,
+        property_name,
+        value,
+        prompt,
+        grammar,
+        ranked,
+        sg_score,
+        beams,
+        top_k,
+        temperature,
+        fill=True,
+    ) -> Prediction:
+        """Hypotheses from the decoded ``beams`` ([(group, texts)] in ranked order), topped up by
+        sampling other assignments when fewer than ``top_k`` are distinct (``fill``), scored by the
+        language model (plus the neighbours' prior) and ranked."""
+        from .decoding import sequence_logprobs
+
+        ranking = self.ranking
+        found: dict = {}
+
+        def add(texts, fallback):
+            for text in texts:
+                h = self._to_hypothesis(text, spec, fallback)
+                if h is not None and h.key() not in found:
+                    h.sg_logprob = sg_score.get(h.space_group, float("nan"))
+                    found[h.key()] = h
+
+        for g, texts in beams:  # in ranked order, as the hypotheses are deduplicated
+            add(texts, g)
+        for _ in range(3 if fill else 0):  # fewer feasible groups than top_k: sample other assignments
+            if len(found) >= top_k:
+                break
+            for g in ranked:
+                if len(found) >= top_k:
+                    break
+                prefix = space_group_line(g) + "\n" + positions_line(g) + "\n"
+                add(
+                    self._generate(
+                        prompt + self._encode(prefix),
+                        grammar,
+                        prefix,
+                        constrained=True,
+                        sample=True,
+                        num_beams=1,
+                        num_return=top_k,
+                        temperature=max(temperature, 1.0),
+                    ),
+                    g,
+                )
         hypotheses = list(found.values())
         if hypotheses:
             eos = self.tokenizer.eos_token_id

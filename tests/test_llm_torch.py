@@ -433,3 +433,27 @@ def test_prefilling_each_prompt_once_gives_the_same_answers_and_skips_the_copies
             assert all(grammar.accepts(text) for texts in answers[True] for text in texts)
     finally:
         predictor.model.forward = forward
+
+
+def test_predicting_many_compositions_together_gives_each_its_answer_alone():
+    """``predict_many`` decodes the candidate groups of several compositions in shared, left-padded beam
+    searches (each item with its own grammar); every query must get exactly the hypotheses, scores and
+    order that ``predict`` gives it alone, including NaCl, whose few feasible groups need the seeded
+    sampling top-up."""
+    from llm_torch.predict import Predictor, default_model_dir
+
+    predictor = Predictor.from_dir(default_model_dir("band_gap"), neighbours=None)
+    queries = [
+        (parse_composition("NaCl", "cell"), "band_gap", 5.0),
+        (parse_composition("Ba2Ti2O6"), "band_gap", 2.0),
+        (parse_composition("K2Cu2F6"), "band_gap", 0.5),
+    ]
+    together = predictor.predict_many(queries, top_k=4, seed=3, max_batch=7)  # chunks span compositions
+    for query, many in zip(queries, together):
+        alone = predictor.predict(*query, top_k=4, seed=3)
+        assert [h.output_text for h in many.hypotheses] == [h.output_text for h in alone.hypotheses]
+        assert [h.score for h in many.hypotheses] == pytest.approx(
+            [h.score for h in alone.hypotheses], abs=1e-4
+        )
+        assert many.spec == alone.spec and many.value == alone.value
+    assert len(together[0].hypotheses) == 4  # NaCl: filled up by sampling
