@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--max-batch", type=int, default=32, help="--compare together: items per generate call"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -70,7 +73,9 @@ def main() -> None:
             predictor.prefill_once = name != "plain"
             start = time.perf_counter()
             if name == "together":
-                predictions = predictor.predict_many([(spec, property_name, value) for spec, value in inputs])
+                predictions = predictor.predict_many(
+                    [(spec, property_name, value) for spec, value in inputs], max_batch=args.max_batch
+                )
             else:
                 predictions = [predictor.predict(spec, property_name, value) for spec, value in inputs]
             seconds[name].append((time.perf_counter() - start) / len(inputs))
@@ -83,6 +88,7 @@ def main() -> None:
         "model": str(model_dir.name),
         "data": {"csv": args.csv, "offset": args.offset, "rows": len(inputs), "property": property_name},
         "threads": args.threads,
+        **({"max_batch": args.max_batch} if args.compare == "together" else {}),
         "seconds_per_crystal": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
         "mean_seconds_per_crystal": {k: round(sum(v) / len(v), 3) for k, v in seconds.items()},
         "same_answers": _same(answers[first], answers[second], 0.0 if args.compare == "prefill" else 1e-4),

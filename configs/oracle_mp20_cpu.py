@@ -3,8 +3,11 @@
 Run:   XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" OMP_NUM_THREADS=1 \\
            python -m unimdm_jax.train --config configs/oracle_mp20_cpu.py --workdir workdirs/oracle_mp20_cpu
        python -m unimdm_jax.checkpoint export --workdir workdirs/oracle_mp20_cpu \\
-           --out unimdm_jax/checkpoints/oracle_mp20_cpu
-       python -m unimdm_jax.oracle evaluate --checkpoint unimdm_jax/checkpoints/oracle_mp20_cpu --split test
+           --out workdirs/export/oracle_mp20_cpu
+       python -m unimdm_jax.oracle evaluate --checkpoint workdirs/export/oracle_mp20_cpu --split test
+       The export goes to workdirs/, never over the shipped unimdm_jax/checkpoints/oracle_mp20_cpu; to
+       replace that one deliberately, check the export on the holdout (evaluate ... --split holdout),
+       then copy the exported folder over unimdm_jax/checkpoints/oracle_mp20_cpu.
 Data:  the training policy's split (train_partial + val rows 1001..9047, 28,218 crystals);
        holdout = val rows 1..1000 for model selection; test is never used for either.
        Target normalisation (mean/std per property) is computed from the training split at

@@ -156,7 +156,7 @@ def load_for_inference(
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     if (model_dir / "adapter_config.json").exists():
-        from peft import PeftModel
+        from peft import PeftModel  # on use: only LoRA adapter folders need peft
 
         adapter = json.loads((model_dir / "adapter_config.json").read_text())
         base_id = card.get("base_model") or adapter.get("base_model_name_or_path")

@@ -239,7 +239,7 @@ class Predictor:
         """Load a model folder. ``neighbours``: the composition table (:mod:`llm_torch.neighbours`) of the
         ranking prior: ``"default"`` = the embedded MP-20 table, a path, a loaded table, or None
         (no prior)."""
-        from .model import load_for_inference
+        from .model import load_for_inference  # on use: see the note under the imports
 
         table = neighbours
         if isinstance(neighbours, (str, Path)):
@@ -260,7 +260,7 @@ class Predictor:
     # ------------------------------------------------------------------ pieces
 
     def _encode(self, text: str) -> list[int]:
-        from .decoding import encode
+        from .decoding import encode  # on use: see the note under the imports
 
         return encode(self.tokenizer, text)
 
@@ -308,6 +308,7 @@ class Predictor:
         groups instead of one per group: 3.04 -> 2.52 s per crystal on the 2-core CPU (llm_torch/README).
         ``grammar``: one grammar for every item, or a list of one per item (items of several
         compositions decoded together, :meth:`predict_many`)."""
+        # on use: see the note under the imports
         import torch
         from transformers import GenerationConfig
 
@@ -439,6 +440,7 @@ class Predictor:
         searches of their candidate groups decoded together (``max_batch`` items per ``generate``
         call; every item's search is the one it gets alone, left padding being masked). Each
         query's answer equals what :meth:`predict` returns for it alone with the same ``seed``."""
+        # on use: see the note under the imports
         import torch
 
         from .decoding import sequence_logprobs
@@ -467,18 +469,23 @@ class Predictor:
                 prefix = space_group_line(g) + "\n" + positions_line(g) + "\n"
                 items.append(((prompt + self._encode(prefix), prefix), grammar, g))
                 owners.append(index)
-        decoded = []
-        for first in range(0, len(items), max_batch):
-            chunk = items[first : first + max_batch]
-            decoded += self._generate_batch(
-                [item for item, _, _ in chunk],
-                [grammar for _, grammar, _ in chunk],
+        # chunks of items of similar length (answer budget, then prompt): less padding, and fewer
+        # finished beams waiting for a long one
+        order = sorted(range(len(items)), key=lambda i: (items[i][1].max_new_chars(), len(items[i][0][0])))
+        decoded: list = [None] * len(items)
+        for first in range(0, len(order), max_batch):
+            chunk = order[first : first + max_batch]
+            texts = self._generate_batch(
+                [items[i][0] for i in chunk],
+                [items[i][1] for i in chunk],
                 constrained=True,
                 sample=False,
                 num_beams=num_beams,
                 num_return=1,
                 temperature=temperature,
             )
+            for i, answer in zip(chunk, texts):
+                decoded[i] = answer
         predictions = []
         for index, (spec, property_name, value, prompt, grammar, ranked, sg_score) in enumerate(starts):
             torch.manual_seed(seed)  # the fallback draws below: as predict() alone makes them
@@ -492,6 +499,7 @@ class Predictor:
 
     def _predict_one(self, query, top_k, constrained, num_beams, sample, temperature, seed) -> Prediction:
         """One query, decoded alone (sampled or unconstrained decoding)."""
+        # on use: see the note under the imports
         import torch
 
         from .decoding import sequence_logprobs
@@ -576,7 +584,7 @@ class Predictor:
         """Hypotheses from the decoded ``beams`` ([(group, texts)] in ranked order), topped up by
         sampling other assignments when fewer than ``top_k`` are distinct (``fill``), scored by the
         language model (plus the neighbours' prior) and ranked."""
-        from .decoding import sequence_logprobs
+        from .decoding import sequence_logprobs  # on use: see the note under the imports
 
         ranking = self.ranking
         found: dict = {}
@@ -649,6 +657,8 @@ def implied_counts(sg: int, spec: CompositionSpec, orbits) -> dict[str, int]:
 
 _FORMULA_KEYS = ("formula", "pretty_formula", "composition")
 _ID_KEYS = ("id", "material_id")
+#: input columns/keys of a target value, first found wins: a subset of schema.PROPERTY_ALIASES
+#: (its fm and ef spellings are not accepted as columns here)
 _VALUE_KEYS = {
     "band_gap": ("band_gap", "bg"),
     "formation_energy_per_atom": ("formation_energy_per_atom", "formation_energy"),
@@ -920,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         return _fail(str(error))
     try:
-        import torch
+        import torch  # on use: see the note under the imports
 
         torch.set_num_threads(max(1, args.threads))
         predictor = Predictor.from_dir(

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jraph
 import numpy as np
 import pytest
 
-from unimdm_jax.data.batching import (
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import jraph  # noqa: E402
+
+from unimdm_jax.data.batching import (  # noqa: E402
     BatchIterator,
     Budget,
     PaddedBatches,

@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unimdm_jax import schema
-from unimdm_jax.generation import (
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+pytest.importorskip("jax")  # unimdm_jax.generation imports JAX
+
+from unimdm_jax import schema  # noqa: E402
+from unimdm_jax.generation import (  # noqa: E402
     GenerationError,
     crystal_from_record,
     generate,

@@ -4,18 +4,21 @@ closed forms and the unguided sampler."""
 
 from __future__ import annotations
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimdm_jax import gradients, guidance, lattice, wyckoff
-from unimdm_jax.data.batching import Budget, graphs_from_dataset
-from unimdm_jax.model import CrystalDiT, ModelConfig
-from unimdm_jax.objective import DiffusionConfig, make_schedules
-from unimdm_jax.reverse_diffusion import K_LIMIT, sample
-from unimdm_jax.segments import node_graph_index, segment_mean
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import flax.linen as nn  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from unimdm_jax import gradients, guidance, lattice, wyckoff  # noqa: E402
+from unimdm_jax.data.batching import Budget, graphs_from_dataset  # noqa: E402
+from unimdm_jax.model import CrystalDiT, ModelConfig  # noqa: E402
+from unimdm_jax.objective import DiffusionConfig, make_schedules  # noqa: E402
+from unimdm_jax.reverse_diffusion import K_LIMIT, sample  # noqa: E402
+from unimdm_jax.segments import node_graph_index, segment_mean  # noqa: E402
 
 TINY = ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4)
 DIFFUSION = DiffusionConfig(timesteps=50)

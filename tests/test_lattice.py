@@ -1,13 +1,16 @@
 """Tests for unimdm_jax.lattice against pymatgen / pyxtal / scipy (independent references)."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
 from pymatgen.core import Lattice
 
-from unimdm_jax import lattice as lat
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from unimdm_jax import lattice as lat  # noqa: E402
 
 # one representative lattice (and space group) per crystal family
 FAMILY_LATTICES = {

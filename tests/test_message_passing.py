@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimdm_jax.data.batching import sharded_batch
-from unimdm_jax.model import CrystalDiT, ModelConfig
-from unimdm_jax.model.message_passing import CrystalMessagePassing
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from unimdm_jax.data.batching import sharded_batch  # noqa: E402
+from unimdm_jax.model import CrystalDiT, ModelConfig  # noqa: E402
+from unimdm_jax.model.message_passing import CrystalMessagePassing  # noqa: E402
 
 REFERENCE_EDGE = dict(message_layers=2, num_frequencies=8, first_frequency=0)
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimdm_jax.config import TrainConfig
-from unimdm_jax.data.batching import sharded_batch
-from unimdm_jax.model import OracleConfig
-from unimdm_jax.oracle import Oracle, graphs_from_structures
-from unimdm_jax.train import init_state, prepare_config, train
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from unimdm_jax.config import TrainConfig  # noqa: E402
+from unimdm_jax.data.batching import sharded_batch  # noqa: E402
+from unimdm_jax.model import OracleConfig  # noqa: E402
+from unimdm_jax.oracle import Oracle, graphs_from_structures  # noqa: E402
+from unimdm_jax.train import init_state, prepare_config, train  # noqa: E402
 
 TINY = TrainConfig(
     task="property",

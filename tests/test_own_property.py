@@ -14,13 +14,16 @@ import pandas as pd
 import pytest
 from pymatgen.core import Structure
 
-from unimdm_jax import schema
-from unimdm_jax.config import load_config, register_properties
-from unimdm_jax.data.__main__ import main as data_main
-from unimdm_jax.data.preprocess import CrystalDataset, preprocess_file
-from unimdm_jax.model import ModelConfig
-from unimdm_jax.schema import properties as vocabulary
-from unimdm_jax.train import override
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+pytest.importorskip("jax")  # unimdm_jax.config, .model and .train import JAX
+
+from unimdm_jax import schema  # noqa: E402
+from unimdm_jax.config import load_config, register_properties  # noqa: E402
+from unimdm_jax.data.__main__ import main as data_main  # noqa: E402
+from unimdm_jax.data.preprocess import CrystalDataset, preprocess_file  # noqa: E402
+from unimdm_jax.model import ModelConfig  # noqa: E402
+from unimdm_jax.schema import properties as vocabulary  # noqa: E402
+from unimdm_jax.train import override  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimdm_jax.checkpoint import PACKAGED, load_model
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from unimdm_jax.checkpoint import PACKAGED, load_model  # noqa: E402
 
 SHIPPED = (
     sorted(p for p in PACKAGED.iterdir() if (p / "model.safetensors").exists()) if PACKAGED.exists() else []

@@ -3,18 +3,21 @@ per padded shape, and jit/vmap/grad work on the denoiser."""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimdm_jax import lattice, wyckoff
-from unimdm_jax.config import TrainConfig
-from unimdm_jax.data.batching import Budget, graphs_from_dataset, sharded_batch
-from unimdm_jax.model import ModelConfig
-from unimdm_jax.objective import DiffusionConfig, make_schedules
-from unimdm_jax.reverse_diffusion import sample
-from unimdm_jax.train import init_state
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from unimdm_jax import lattice, wyckoff  # noqa: E402
+from unimdm_jax.config import TrainConfig  # noqa: E402
+from unimdm_jax.data.batching import Budget, graphs_from_dataset, sharded_batch  # noqa: E402
+from unimdm_jax.model import ModelConfig  # noqa: E402
+from unimdm_jax.objective import DiffusionConfig, make_schedules  # noqa: E402
+from unimdm_jax.reverse_diffusion import sample  # noqa: E402
+from unimdm_jax.train import init_state  # noqa: E402
 
 CONFIG = TrainConfig(
     model=ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4),

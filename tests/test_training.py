@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unimdm_jax.config import TrainConfig
-from unimdm_jax.data.batching import sharded_batch
-from unimdm_jax.model import ModelConfig
-from unimdm_jax.objective import DiffusionConfig
-from unimdm_jax.train import init_state, make_train_step
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from unimdm_jax.config import TrainConfig  # noqa: E402
+from unimdm_jax.data.batching import sharded_batch  # noqa: E402
+from unimdm_jax.model import ModelConfig  # noqa: E402
+from unimdm_jax.objective import DiffusionConfig  # noqa: E402
+from unimdm_jax.train import init_state, make_train_step  # noqa: E402
 
 TINY = TrainConfig(
     model=ModelConfig(hidden=32, num_layers=1, num_heads=2, num_frequencies=4),

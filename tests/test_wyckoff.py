@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from unimdm_jax import wyckoff
-from unimdm_jax.data.batching import graphs_from_dataset
-from unimdm_jax.data.symmetry import space_group
+# the JAX stage's tests: skipped on an install without JAX (the torch stage alone, `.[llm]`)
+jax = pytest.importorskip("jax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from unimdm_jax import wyckoff  # noqa: E402
+from unimdm_jax.data.batching import graphs_from_dataset  # noqa: E402
+from unimdm_jax.data.symmetry import space_group  # noqa: E402
 
 
 def periodic_distance(a, b) -> np.ndarray:

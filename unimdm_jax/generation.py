@@ -447,49 +447,6 @@ def predict_symmetry(
     seed: int = 0,
 ):
     """Stage 1: the top-k symmetry hypotheses (validated schema records) of the language model."""
-    item, predictor = _symmetry_query(formula, targets, model_dir, composition_mode, device)
-    ((name, value),) = targets.items()
-    prediction = predictor.predict(item.spec, name, value, top_k=top_k, seed=seed)
-    return _records(formula, prediction, predictor, item), predictor
-
-
-def predict_symmetry_many(
-    queries: Sequence[tuple[str, dict[str, float], int]],
-    *,
-    model_dir=None,
-    composition_mode: str = "auto",
-    device: str = "cpu",
-    seed: int = 0,
-) -> list:
-    """Stage 1 for several ``(formula, targets, top_k)`` queries, the beam searches of those that
-    share a symmetry model and ``top_k`` decoded together (``Predictor.predict_many``): per query
-    its records, as :func:`predict_symmetry` returns them alone, or the :class:`GenerationError`
-    that query raises alone."""
-    answers: list = [None] * len(queries)
-    pooled: dict = {}
-    for index, (formula, targets, top_k) in enumerate(queries):
-        try:
-            item, predictor = _symmetry_query(formula, targets, model_dir, composition_mode, device)
-        except GenerationError as error:
-            answers[index] = error
-            continue
-        ((name, value),) = targets.items()
-        pooled.setdefault((id(predictor), top_k), []).append((index, item, predictor, name, value))
-    for (_, top_k), members in pooled.items():
-        predictor = members[0][2]
-        predictions = predictor.predict_many(
-            [(item.spec, name, value) for _, item, _, name, value in members], top_k=top_k, seed=seed
-        )
-        for (index, item, _, _, _), prediction in zip(members, predictions):
-            try:
-                answers[index] = _records(queries[index][0], prediction, predictor, item)
-            except GenerationError as error:
-                answers[index] = error
-    return answers
-
-
-def _symmetry_query(formula: str, targets: dict[str, float], model_dir, composition_mode: str, device: str):
-    """The parsed input of one stage-1 query and the symmetry predictor that answers it."""
     if len(targets) != 1:
         raise GenerationError("the symmetry predictor takes exactly one target: band_gap or formation_energy")
     ((name, value),) = targets.items()
@@ -510,14 +467,11 @@ def _symmetry_query(formula: str, targets: dict[str, float], model_dir, composit
         raise GenerationError(
             f"symmetry model {folder.name} is conditioned on {predictor.property_name}, not {name}"
         )
-    return item, predictor
-
-
-def _records(formula: str, prediction, predictor, item) -> list:
+    prediction = predictor.predict(item.spec, name, value, top_k=top_k, seed=seed)
     records = prediction.records(predictor.model_name, item.id)
     if not records:
         raise GenerationError(f"{formula}: no space group admits a Wyckoff assignment of this composition")
-    return records
+    return records, predictor
 
 
 @functools.lru_cache(maxsize=4)
@@ -843,11 +797,8 @@ def prepare_request(
     symmetry=None,
     options: Options | None = None,
     log=None,
-    predicted=None,
 ) -> Request:
-    """Validate one request and run stage 1 (or read the given symmetry): a :class:`Request`.
-    ``predicted``: stage 1's answer for this formula and target, computed beforehand with others
-    (``predict_symmetry_many``: its records, or its :class:`GenerationError`)."""
+    """Validate one request and run stage 1 (or read the given symmetry): a :class:`Request`."""
     options = options or Options()
     say = log or (lambda message: None)
     notes: list[str] = []
@@ -905,19 +856,15 @@ def prepare_request(
     else:
         if not targets:
             raise GenerationError("give a target: band_gap or formation_energy")
-        if isinstance(predicted, GenerationError):
-            raise predicted
-        records = predicted
-        if records is None:
-            records, _ = predict_symmetry(
-                formula,
-                targets,
-                top_k,
-                model_dir=options.symmetry_model,
-                composition_mode=options.composition_mode,
-                device=options.device,
-                seed=options.seed,
-            )
+        records, _ = predict_symmetry(
+            formula,
+            targets,
+            top_k,
+            model_dir=options.symmetry_model,
+            composition_mode=options.composition_mode,
+            device=options.device,
+            seed=options.seed,
+        )
         _check_elements(records)
         say(
             "symmetry: "

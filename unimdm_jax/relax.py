@@ -132,6 +132,7 @@ def spacegroup_number(structure: Structure, symprec: float = SYMPREC) -> int | N
 
 def _symmetry(structure: Structure, symprec: float = SYMPREC) -> tuple[int | None, int | None]:
     """(space group number, number of symmetry operations of this very cell) or Nones."""
+    # on use: pulls in scipy.cluster and spglib, which pymatgen.core (imported above) does not
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     try:
@@ -429,7 +430,7 @@ class CliError(Exception):
 
 def _read_inputs(paths: Sequence[str]) -> list[tuple[str, str, Structure]]:
     """(unique name, source path, structure) for each CIF file / each *.cif in each folder."""
-    from pymatgen.io.cif import CifParser
+    from pymatgen.io.cif import CifParser  # on use (CLI only): loads pymatgen.symmetry and more
 
     files: list[Path] = []
     for p in map(Path, paths):
@@ -469,7 +470,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _write_outputs(tmp: Path, inputs, results, params: dict) -> list[dict]:
-    from pymatgen.io.cif import CifWriter
+    from pymatgen.io.cif import CifWriter  # on use (CLI only): loads pymatgen.symmetry and more
 
     rows = []
     for (name, source, s), r in zip(inputs, results):

@@ -226,6 +226,7 @@ def main(argv=None) -> int:
         relax_steps=args.relax_steps,
     )
     if args.targets:
+        # only --targets needs it; it imports generation (JAX), so not before the platform is chosen
         from unimdm_jax.screening import screen
 
         if args.band_gap is not None or args.formation_energy is not None or args.target:

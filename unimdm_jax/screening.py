@@ -17,8 +17,7 @@ composition, target out of range, ...), the numbers of structures sampled and ke
 rank-1 structure with the oracle's prediction and its distance to the target.
 
 How: the models are loaded once. Rows are taken in fixed groups of ``rows_per_batch`` (by file
-position): stage 1 (the symmetry predictor) decodes the beam searches of the group's rows together
-(``generation.predict_symmetry_many``), then the structures of all rows of
+position): stage 1 (the symmetry predictor) runs row by row, then the structures of all rows of
 the group that use the same Crystal DiT are sampled together in full batches of one padded shape
 (``generation.sample_requests``), then each row is finished (duplicates, relaxation, oracle,
 ranking) and written. A bad row is reported and does not stop the others.
@@ -48,10 +47,8 @@ from unimdm_jax.errors import one_line
 from unimdm_jax.generation import (
     GenerationError,
     Options,
-    canonical_targets,
     finish_request,
     load_crystal_dit,
-    predict_symmetry_many,
     prepare_request,
     sample_requests,
 )
@@ -181,8 +178,6 @@ def run_group(group: list[TargetRow], rows_dir: Path, options: Options, progress
     sampling, and therefore every row's structures, do not depend on which rows were done before."""
     reasons: dict[str, str] = {}
     requests = {}
-    valid = [row for row in group if not row.error]
-    predicted = _predict_symmetry(valid, options)
     for row in group:
         if row.error:
             reasons[row.id] = row.error
@@ -191,13 +186,7 @@ def run_group(group: list[TargetRow], rows_dir: Path, options: Options, progress
             builtin = {k: v for k, v in row.targets.items() if k in TARGET_COLUMNS.values()}
             own = {k: v for k, v in row.targets.items() if k not in builtin}
             requests[row.id] = prepare_request(
-                row.formula,
-                n=row.n,
-                top_k=row.top_k,
-                options=options,
-                properties=own or None,
-                predicted=predicted.get(row.id),
-                **builtin,
+                row.formula, n=row.n, top_k=row.top_k, options=options, properties=own or None, **builtin
             )
         except GenerationError as error:
             reasons[row.id] = one_line(error)
@@ -212,34 +201,6 @@ def run_group(group: list[TargetRow], rows_dir: Path, options: Options, progress
             result = finish_request(requests[row_id], structures, options)
             result.write(rows_dir / row_id, overwrite=True)  # staged, then one rename
     return reasons
-
-
-def _predict_symmetry(rows: list[TargetRow], options: Options) -> dict:
-    """Stage 1 of the rows a symmetry predictor serves (one target each; ranges by their centre, as
-    ``prepare_request`` takes them), their beam searches decoded together: {row id: records or the
-    row's GenerationError}. Rows it cannot serve (targets of your own) are left to ``prepare_request``."""
-    queries, ids = [], []
-    for row in rows:
-        builtin = {k: v for k, v in row.targets.items() if k in TARGET_COLUMNS.values()}
-        if len(builtin) != 1 or len(row.targets) != 1 or row.top_k < 1:
-            continue
-        try:
-            ((name, value),) = canonical_targets(**builtin).items()
-        except GenerationError:
-            continue  # prepare_request reports it
-        value = (value[0] + value[1]) / 2 if isinstance(value, tuple) else value
-        queries.append((row.formula, {name: value}, row.top_k))
-        ids.append(row.id)
-    if not queries:
-        return {}
-    answers = predict_symmetry_many(
-        queries,
-        model_dir=options.symmetry_model,
-        composition_mode=options.composition_mode,
-        device=options.device,
-        seed=options.seed,
-    )
-    return dict(zip(ids, answers))
 
 
 class _RayWorker:

@@ -331,7 +331,7 @@ def structure_from_cif(cif: str) -> "Structure":
     pymatgen's CIF warnings are silenced. The cell is returned as written in the CIF
     (no primitive/Niggli reduction). Raises :class:`DatasetError` if it cannot be parsed.
     """
-    from pymatgen.core import Structure
+    from pymatgen.core import Structure  # on use: the JAX-only machine has no pymatgen (see _read_table)
 
     try:
         with warnings.catch_warnings():

@@ -86,13 +86,13 @@ class SymmetrizedCrystal:
 
     @property
     def lattice_matrix(self) -> np.ndarray:
-        from pymatgen.core import Lattice
+        from pymatgen.core import Lattice  # on use: see the note under the imports
 
         return np.asarray(Lattice.from_parameters(*self.lattice_parameters).matrix)
 
     def structure(self):
         """The conventional cell as a pymatgen Structure."""
-        from pymatgen.core import Lattice, Structure
+        from pymatgen.core import Lattice, Structure  # on use: see the note under the imports
 
         return Structure(
             Lattice.from_parameters(*self.lattice_parameters),
@@ -141,7 +141,7 @@ def _unit(name: str) -> str:
 @functools.lru_cache(maxsize=None)
 def space_group(number: int):
     """pyxtal's Group in its standard setting (cached: building one takes milliseconds)."""
-    from pyxtal.symmetry import Group
+    from pyxtal.symmetry import Group  # on use: see the note under the imports
 
     return Group(int(number))
 
@@ -177,7 +177,7 @@ def build_crystal(
     symprec: float = float("nan"),
 ) -> SymmetrizedCrystal:
     """Assemble per-atom arrays from Wyckoff sites (the inverse of extraction)."""
-    from pymatgen.core import Element
+    from pymatgen.core import Element  # on use: see the note under the imports
 
     numbers, coords, ops, anchors, site_index = [], [], [], [], []
     for k, site in enumerate(sites):
@@ -220,14 +220,14 @@ def _cached_pyxtal_class(name: str):
     depend only on their arguments and from_seed only reads them, so one instance per
     argument tuple gives identical results.
     """
-    from pyxtal import symmetry
+    from pyxtal import symmetry  # on use: see the note under the imports
 
     return functools.lru_cache(maxsize=None)(getattr(symmetry, name))
 
 
 @contextlib.contextmanager
 def _pyxtal_with_cached_groups():
-    import pyxtal.util  # binds pyxtal too
+    import pyxtal.util  # binds pyxtal too; on use: see the note under the imports
 
     saved = pyxtal.Group, pyxtal.util.Hall
     pyxtal.Group, pyxtal.util.Hall = _cached_pyxtal_class("Group"), _cached_pyxtal_class("Hall")
@@ -238,6 +238,7 @@ def _pyxtal_with_cached_groups():
 
 
 def _pyxtal_from_structure(structure, symprec: float):
+    # on use: see the note under the imports
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
     from pyxtal import pyxtal
 
