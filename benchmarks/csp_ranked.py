@@ -87,7 +87,7 @@ def _relax_batch(job):
 
 def sample_stage(args, work: Path, dataset) -> tuple[list[list[str]], list[float]]:
     """k lists of CIFs (one per crystal) and the sampling seconds per crystal of each seed."""
-    from unimdm_jax.sampling import sample_dataset
+    from unimdm_jax.dataset_sampling import sample_dataset
 
     model, params, config, _ = load_model(args.checkpoint)
     samples, seconds = [], []

@@ -164,7 +164,7 @@ class NoHostOnly(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, NoHostOnly())
-import unimdm_jax.remote, unimdm_jax.sampling, unimdm_jax.train, unimdm_jax.data.preprocess, unimdm_jax.checkpoint
+import unimdm_jax.remote, unimdm_jax.dataset_sampling, unimdm_jax.train, unimdm_jax.data.preprocess, unimdm_jax.checkpoint
 print("ok")
 """  # noqa: E501 - the script's one-line import is kept verbatim
 

@@ -10,7 +10,7 @@ The package is organised so that each idea lives in one obvious place:
 - ``unimdm_jax.model``       the Crystal DiT and the property oracle (Flax modules)
 - ``unimdm_jax.reverse_diffusion``  the predictor-corrector sampler: the reverse process
   as one jitted ``lax.scan``
-- ``unimdm_jax.sampling``    the batched sampling loop over a dataset's crystals
+- ``unimdm_jax.dataset_sampling`` the batched sampling loop over a dataset's crystals
 - ``unimdm_jax.generation``  end to end: target property -> symmetry -> structures
   (``unimdm_jax.generate(...)``)
 - ``unimdm_jax.sample``      the command line of ``generation`` (``python -m unimdm_jax.sample``)

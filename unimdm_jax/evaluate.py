@@ -31,10 +31,10 @@ from unimdm_jax.data.preprocess import (
     preprocess_file,
     symmetrize_rows,
 )
+from unimdm_jax.dataset_sampling import sample_dataset
 from unimdm_jax.metrics import match_rms, match_summary
 from unimdm_jax.parallel import process_pool
 from unimdm_jax.provenance import write_result
-from unimdm_jax.sampling import sample_dataset
 
 
 def _match_pair(pair):

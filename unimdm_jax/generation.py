@@ -43,12 +43,12 @@ from unimdm_jax import schema
 from unimdm_jax.checkpoint import PACKAGED, CheckpointError, load_model
 from unimdm_jax.data.preprocess import CrystalDataset
 from unimdm_jax.data.symmetry import SymmetryError, WyckoffSite, build_crystal
+from unimdm_jax.dataset_sampling import sample_dataset
 from unimdm_jax.errors import one_line
 from unimdm_jax.metrics import is_plausible, is_sane, structure_matcher
 from unimdm_jax.model.crystal_dit import NUM_ELEMENTS
 from unimdm_jax.oracle import load_oracle
 from unimdm_jax.relax import LEAKAGE_NOTE, relax as relax_structures, single_point_energies
-from unimdm_jax.sampling import sample_dataset
 from unimdm_jax.schema import KNOWN_PROPERTY_UNITS, atomic_number, canonical_property
 
 DEFAULT_DIT = "dit_mp20_cpu"

@@ -42,11 +42,11 @@ from unimdm_jax.checkpoint import flatten, unflatten
 from unimdm_jax.config import get_task, load_config
 from unimdm_jax.data.io import read_rows
 from unimdm_jax.data.preprocess import CrystalDataset, load_policy_split
+from unimdm_jax.dataset_sampling import sample_dataset
 from unimdm_jax.errors import one_line
 from unimdm_jax.evaluate import match_all
 from unimdm_jax.metrics import match_summary
 from unimdm_jax.provenance import write_result
-from unimdm_jax.sampling import sample_dataset
 from unimdm_jax.train import steps_per_second, train
 
 SPLITS = ("train", "holdout", "test")

@@ -53,7 +53,8 @@ from unimdm_jax.generation import (
     sample_requests,
 )
 
-#: target columns of a targets file: column name -> keyword of ``generation.prepare_request``
+#: target columns of a targets file: column name -> keyword of ``generation.prepare_request`` (which
+#: maps the keyword to the schema's property name; columns of your own properties are added per screen)
 TARGET_COLUMNS = {
     "band_gap": "band_gap",
     "formation_energy": "formation_energy",
