@@ -443,8 +443,6 @@ class Predictor:
         # on use: see the note under the imports
         import torch
 
-        from .decoding import sequence_logprobs
-
         ranking = self.ranking
         num_beams = ranking.num_beams if num_beams is None else num_beams
         if sample or not constrained:  # draws from one random stream: one query at a time
@@ -452,17 +450,7 @@ class Predictor:
                 self._predict_one(q, top_k, constrained, num_beams, sample, temperature, seed)
                 for q in queries
             ]
-        starts = []
-        for spec, property_name, value in queries:
-            property_name = canonical_property(property_name)
-            prompt = self.prompt_ids(spec, property_name, value)
-            grammar = OutputGrammar(spec)
-            groups = list(grammar.groups)
-            sg_lp = sequence_logprobs(
-                self.model, prompt, [self._encode(space_group_line(g) + "\n") for g in groups]
-            )
-            ranked = [g for _, g in sorted(zip(sg_lp, groups), key=lambda t: -t[0])]
-            starts.append((spec, property_name, value, prompt, grammar, ranked, dict(zip(groups, sg_lp))))
+        starts = [self._rank_groups(*query) for query in queries]
         items, owners = [], []  # the constrained beam searches of every query, in query and rank order
         for index, (_, _, _, prompt, grammar, ranked, _) in enumerate(starts):
             for g in ranked[: max(top_k, ranking.candidates)]:
@@ -497,16 +485,12 @@ class Predictor:
             )
         return predictions
 
-    def _predict_one(self, query, top_k, constrained, num_beams, sample, temperature, seed) -> Prediction:
-        """One query, decoded alone (sampled or unconstrained decoding)."""
-        # on use: see the note under the imports
-        import torch
+    def _rank_groups(self, spec: CompositionSpec, property_name: str, value: float):
+        """(spec, canonical property, value, prompt ids, grammar, feasible groups ranked by the exact
+        log-probability of their space-group line, {group: that log-probability})."""
+        from .decoding import sequence_logprobs  # on use: see the note under the imports
 
-        from .decoding import sequence_logprobs
-
-        spec, property_name, value = query
         property_name = canonical_property(property_name)
-        torch.manual_seed(seed)
         prompt = self.prompt_ids(spec, property_name, value)
         grammar = OutputGrammar(spec)
         groups = list(grammar.groups)
@@ -514,7 +498,14 @@ class Predictor:
             self.model, prompt, [self._encode(space_group_line(g) + "\n") for g in groups]
         )
         ranked = [g for _, g in sorted(zip(sg_lp, groups), key=lambda t: -t[0])]
-        sg_score = dict(zip(groups, sg_lp))
+        return spec, property_name, value, prompt, grammar, ranked, dict(zip(groups, sg_lp))
+
+    def _predict_one(self, query, top_k, constrained, num_beams, sample, temperature, seed) -> Prediction:
+        """One query, decoded alone (sampled or unconstrained decoding)."""
+        import torch  # on use: see the note under the imports
+
+        torch.manual_seed(seed)
+        spec, property_name, value, prompt, grammar, ranked, sg_score = self._rank_groups(*query)
         if not constrained:
             texts = self._generate(
                 prompt,
