@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from unimdm_jax.provenance import write_result  # noqa: F401 - the benchmarks' result writer
+
+
+def read_cached(path: Path):
+    """A cached stage's JSON value, or None when the stage has not run yet."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_cached(path: Path, value) -> None:
+    """Write a stage's JSON value in one rename, so an interrupted run never leaves half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+
+
+def structures_from_cifs(cifs):
+    """pymatgen Structures of CIF strings."""
+    from pymatgen.core import Structure
+
+    return [Structure.from_str(c, fmt="cif") for c in cifs]
 
 
 def oracle_verdicts(oracle, structures, column: int):

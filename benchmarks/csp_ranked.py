@@ -45,23 +45,10 @@ from unimdm_jax.parallel import process_pool
 from unimdm_jax.provenance import write_result
 from unimdm_jax.relax import DEFAULT_FMAX, DEFAULT_STEPS, LEAKAGE_NOTE
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import read_cached, structures_from_cifs, write_cached  # noqa: E402
+
 RELAX_CHUNK = 20  # structures per cached relaxation file
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
-
-
-def _structures(cifs):
-    from pymatgen.core import Structure
-
-    return [Structure.from_str(c, fmt="cif") for c in cifs]
 
 
 def _relax_batch(job):
@@ -70,7 +57,7 @@ def _relax_batch(job):
     from unimdm_jax.relax import relax
 
     out = []
-    for result in relax(_structures(cifs), fmax=fmax, steps=steps):
+    for result in relax(structures_from_cifs(cifs), fmax=fmax, steps=steps):
         out.append(
             {
                 "cif": result.final.to(fmt="cif") if result.ok and result.final is not None else None,
@@ -93,7 +80,7 @@ def sample_stage(args, work: Path, dataset) -> tuple[list[list[str]], list[float
     samples, seconds = [], []
     for seed in range(args.k):
         path = work / f"samples_seed{seed}.json"
-        cached = _read_json(path)
+        cached = read_cached(path)
         if cached is None:
             started = time.perf_counter()
             structures, _ = sample_dataset(
@@ -103,7 +90,7 @@ def sample_stage(args, work: Path, dataset) -> tuple[list[list[str]], list[float
                 "cifs": [s.to(fmt="cif") for s in structures],
                 "seconds_per_crystal": (time.perf_counter() - started) / len(dataset),
             }
-            _write_json(path, cached)
+            write_cached(path, cached)
         samples.append(cached["cifs"])
         seconds.append(cached["seconds_per_crystal"])
     return samples, seconds
@@ -119,9 +106,9 @@ def relax_stage(args, work: Path, samples: list[list[str]]) -> list[dict]:
         with process_pool(args.processes) as pool:
             jobs = [(chunks[i], args.fmax, args.relax_steps) for i in todo]
             for done, (i, records) in enumerate(zip(todo, pool.imap(_relax_batch, jobs)), 1):
-                _write_json(paths[i], records)
+                write_cached(paths[i], records)
                 print(f"relaxed chunk {done}/{len(todo)}", file=sys.stderr, flush=True)
-    return [r for p in paths for r in _read_json(p)]
+    return [r for p in paths for r in read_cached(p)]
 
 
 def _argmin(values: np.ndarray) -> np.ndarray:
@@ -164,27 +151,27 @@ def main(argv=None) -> int:
     samples, sample_seconds = sample_stage(args, work, dataset)
     timing["sampling_seconds_per_structure"] = float(np.mean(sample_seconds))
 
-    rms_raw = _read_json(work / "match_raw.json")
+    rms_raw = read_cached(work / "match_raw.json")
     if rms_raw is None:
-        rms_raw = [match_all(reference_cifs, _structures(seed), args.processes) for seed in samples]
-        _write_json(work / "match_raw.json", rms_raw)
+        rms_raw = [match_all(reference_cifs, structures_from_cifs(seed), args.processes) for seed in samples]
+        write_cached(work / "match_raw.json", rms_raw)
 
-    energies = _read_json(work / "single_point.json")
+    energies = read_cached(work / "single_point.json")
     if energies is None:
         from unimdm_jax.relax import load_potential, single_point_energies
 
         load_potential()
         started = time.perf_counter()
-        energies = [single_point_energies(_structures(seed)).tolist() for seed in samples]
-        _write_json(
+        energies = [single_point_energies(structures_from_cifs(seed)).tolist() for seed in samples]
+        write_cached(
             work / "single_point.json",
             {"energies": energies, "seconds_per_structure": (time.perf_counter() - started) / (n * k)},
         )
-        energies = _read_json(work / "single_point.json")
+        energies = read_cached(work / "single_point.json")
     timing["single_point_seconds_per_structure"] = energies["seconds_per_structure"]
     single_point = np.asarray(energies["energies"], np.float64)
 
-    oracle_fe = _read_json(work / "oracle.json")
+    oracle_fe = read_cached(work / "oracle.json")
     if oracle_fe is None:
         from unimdm_jax.oracle import load_oracle
 
@@ -192,10 +179,11 @@ def main(argv=None) -> int:
         column = oracle.property_names.index("formation_energy_per_atom")
         started = time.perf_counter()
         values = [
-            np.asarray(oracle.predict_structures(_structures(seed)))[:, column].tolist() for seed in samples
+            np.asarray(oracle.predictstructures_from_cifs(structures_from_cifs(seed)))[:, column].tolist()
+            for seed in samples
         ]
         oracle_fe = {"values": values, "seconds_per_structure": (time.perf_counter() - started) / (n * k)}
-        _write_json(work / "oracle.json", oracle_fe)
+        write_cached(work / "oracle.json", oracle_fe)
     timing["oracle_seconds_per_structure"] = oracle_fe["seconds_per_structure"]
     oracle_values = np.asarray(oracle_fe["values"], np.float64)
 
@@ -213,7 +201,7 @@ def main(argv=None) -> int:
         relaxed_energy = np.asarray(
             [r["energy_per_atom"] if r["energy_per_atom"] is not None else math.nan for r in records]
         ).reshape(k, n)
-        rms_relaxed = _read_json(work / "match_relaxed.json")
+        rms_relaxed = read_cached(work / "match_relaxed.json")
         if rms_relaxed is None:
             rms_relaxed = []
             for seed in range(k):
@@ -221,14 +209,14 @@ def main(argv=None) -> int:
                 ok = [i for i, r in enumerate(seed_records) if r["cif"] is not None]
                 matched = match_all(
                     [reference_cifs[i] for i in ok],
-                    _structures([seed_records[i]["cif"] for i in ok]),
+                    structures_from_cifs([seed_records[i]["cif"] for i in ok]),
                     args.processes,
                 )
                 column = [None] * n
                 for i, r in zip(ok, matched):
                     column[i] = r
                 rms_relaxed.append(column)
-            _write_json(work / "match_relaxed.json", rms_relaxed)
+            write_cached(work / "match_relaxed.json", rms_relaxed)
         choice = _argmin(relaxed_energy)
         rows["first_sample_relaxed"] = match_summary(rms_relaxed[0])
         rows["lowest_relaxed"] = match_summary(_pick(rms_relaxed, choice))

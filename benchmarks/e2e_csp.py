@@ -47,23 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
-
-
-def _structures(cifs):
-    from pymatgen.core import Structure
-
-    return [Structure.from_str(c, fmt="cif") for c in cifs]
+from _common import read_cached, structures_from_cifs, write_cached, write_result  # noqa: E402
 
 
 def propose(source: str, records, top_k: int, seed: int, threads: int, prop: str = "band_gap"):
@@ -119,14 +103,14 @@ def hypothesis_stage(args, work: Path, truth):
     from unimdm_jax.schema import SymmetryRecord
 
     path = work / "hypotheses.json"
-    cached = _read_json(path)
+    cached = read_cached(path)
     if cached is None:
         hypotheses, seconds = propose(args.source, truth, args.top_k, args.seed, args.threads, args.property)
         cached = {
             "records": [[r.to_dict() for r in records[: args.top_k]] for records in hypotheses],
             "seconds": seconds,
         }
-        _write_json(path, cached)
+        write_cached(path, cached)
     return [[SymmetryRecord.from_dict(r) for r in rs] for rs in cached["records"]], cached["seconds"]
 
 
@@ -143,7 +127,7 @@ def sample_stage(args, work: Path, dit, hypotheses):
     candidates, seconds = [], []
     for s in range(args.samples):
         path = work / f"samples_seed{args.seed + s}.json"
-        cached = _read_json(path)
+        cached = read_cached(path)
         if cached is None:
             values = np.asarray([[r.property(args.property)] for r in flat], np.float64)
             started = time.perf_counter()
@@ -161,7 +145,7 @@ def sample_stage(args, work: Path, dit, hypotheses):
                 "cifs": [structure.to(fmt="cif") for structure, _ in sampled],
                 "seconds_per_structure": (time.perf_counter() - started) / max(len(flat), 1),
             }
-            _write_json(path, cached)
+            write_cached(path, cached)
         seconds.append(cached["seconds_per_structure"])
         candidates += [(i, j, s, cif) for i, j, cif in zip(owner, rank, cached["cifs"])]
     return candidates, float(np.mean(seconds)) if seconds else 0.0
@@ -220,30 +204,30 @@ def main() -> None:
         )
     hypotheses, symmetry_seconds = hypothesis_stage(args, work, truth)
     candidates, sample_seconds = sample_stage(args, work, dit, hypotheses)
-    structures = _structures([c[3] for c in candidates])
+    structures = structures_from_cifs([c[3] for c in candidates])
     timing = {
         "symmetry_seconds_per_crystal": symmetry_seconds / max(n, 1),
         "sampling_seconds_per_structure": sample_seconds,
     }
 
-    rms = _read_json(work / "match.json")
+    rms = read_cached(work / "match.json")
     if rms is None:
         rms = match_all([reference[c[0]] for c in candidates], structures, args.processes)
-        _write_json(work / "match.json", rms)
+        write_cached(work / "match.json", rms)
 
-    oracle_cached = _read_json(work / "oracle.json")
+    oracle_cached = read_cached(work / "oracle.json")
     if oracle_cached is None:
         from unimdm_jax.oracle import load_oracle
 
         oracle = load_oracle(args.oracle)
         started = time.perf_counter()
-        values = np.asarray(oracle.predict_structures(structures), np.float64)
+        values = np.asarray(oracle.predictstructures_from_cifs(structures), np.float64)
         oracle_cached = {
             "names": list(oracle.property_names),
             "values": values.tolist(),
             "seconds_per_structure": (time.perf_counter() - started) / max(len(structures), 1),
         }
-        _write_json(work / "oracle.json", oracle_cached)
+        write_cached(work / "oracle.json", oracle_cached)
     timing["oracle_seconds_per_structure"] = oracle_cached["seconds_per_structure"]
     oracle_values = np.asarray(oracle_cached["values"], np.float64)
     target_column = oracle_cached["names"].index(args.property)
@@ -251,7 +235,7 @@ def main() -> None:
 
     energies = None
     if not args.no_energy:
-        energy_cached = _read_json(work / "single_point.json")
+        energy_cached = read_cached(work / "single_point.json")
         if energy_cached is None:
             from unimdm_jax.relax import load_potential, single_point_energies
 
@@ -261,7 +245,7 @@ def main() -> None:
                 "energies": single_point_energies(structures).tolist(),
                 "seconds_per_structure": (time.perf_counter() - started) / max(len(structures), 1),
             }
-            _write_json(work / "single_point.json", energy_cached)
+            write_cached(work / "single_point.json", energy_cached)
         timing["single_point_seconds_per_structure"] = energy_cached["seconds_per_structure"]
         energies = np.asarray(energy_cached["energies"], np.float64)
 
