@@ -221,7 +221,7 @@ def main() -> None:
 
         oracle = load_oracle(args.oracle)
         started = time.perf_counter()
-        values = np.asarray(oracle.predictstructures_from_cifs(structures), np.float64)
+        values = np.asarray(oracle.predict_structures(structures), np.float64)
         oracle_cached = {
             "names": list(oracle.property_names),
             "values": values.tolist(),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
@@ -207,16 +208,16 @@ def test_cli_interrupted_run_leaves_nothing(tmp_path, monkeypatch, capsys):
     pytest.importorskip("chgnet")
     src = _write_cifs(tmp_path / "in")
     out = tmp_path / "out"
-    real = R._relax_one
+    real = R._predict_efs
     calls = []
 
-    def interrupt_second(*args, **kwargs):
+    def interrupt_second(*args, **kwargs):  # the second batched potential call of the relaxation
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(R, "_relax_one", interrupt_second)
+    monkeypatch.setattr(R, "_predict_efs", interrupt_second)
     assert R.main([str(src), "--out", str(out), "--steps", "50"]) == 130
     assert len(calls) == 2
     assert not out.exists()
@@ -248,9 +249,9 @@ def test_diverged_cell_is_flagged(monkeypatch):
     pytest.importorskip("chgnet")
     s = si_primitive()
 
-    def runaway(structure, **kwargs):  # a relaxation that doubled the volume
-        final = structure.copy()
-        final.scale_lattice(2 * structure.volume)
+    def runaway(trajectory):  # a relaxation that doubled the volume
+        final = s.copy()
+        final.scale_lattice(2 * s.volume)
         return {
             "final": final,
             "energy_per_atom": -1.0,
@@ -261,7 +262,7 @@ def test_diverged_cell_is_flagged(monkeypatch):
             "max_residual": 0.0,
         }
 
-    monkeypatch.setattr(R, "_relax_one", runaway)
+    monkeypatch.setattr(R._Trajectory, "fields", runaway)
     (r,) = R.relax([s])
     assert not r.ok and r.reason.startswith("diverged cell") and "+100%" in r.reason
 
@@ -275,3 +276,47 @@ def test_cli_without_chgnet_is_one_line_error(tmp_path, monkeypatch, capsys):
     assert R.main([str(src), "--out", str(out)]) == 1
     assert "chgnet is not installed" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _ase_reference(structure: Structure, *, fmax: float, steps: int):
+    """ASE's own loop on one structure: CHGNet's ASE calculator, FixSymmetry, FrechetCellFilter,
+    FIRE.run -- what the batched lock-step relaxation must reproduce."""
+    from ase.constraints import FixSymmetry
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+    from chgnet.model.dynamics import CHGNetCalculator
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = CHGNetCalculator(model=R.load_potential(), use_device="cpu")
+    atoms.set_constraint(FixSymmetry(atoms, symprec=R.SYMPREC))
+    opt = FIRE(FrechetCellFilter(atoms), logfile=None)
+    converged = opt.run(fmax=fmax, steps=steps)
+    return atoms, opt.nsteps, bool(converged)
+
+
+def test_batched_lockstep_follows_ase_own_loop(monkeypatch):
+    """Three structures relaxed side by side (one CHGNet call per optimiser step for all of
+    them) end where ASE's FIRE.run takes each one alone, and the batch really is shared."""
+    pytest.importorskip("chgnet")
+    rattled_si = si_primitive()
+    rattled_si.perturb(0.05, seed=1)  # breaks Fd-3m: atomic forces as well as cell stress
+    structures = [nacl(), rattled_si, nacl(A_EXP_NACL * 0.96)]
+    calls = []
+    real = R._predict_efs
+
+    def counting(graphs, **kwargs):
+        calls.append(len(graphs))
+        return real(graphs, **kwargs)
+
+    monkeypatch.setattr(R, "_predict_efs", counting)
+    results = R.relax(structures, fmax=0.05, steps=60, batch_size=3)
+    assert all(r.ok for r in results)
+    # one call per round, all three structures in it until one finishes
+    assert len(calls) == max(r.steps for r in results) + 1
+    assert calls[0] == 3 and sum(calls) == sum(r.steps + 1 for r in results)
+    for s, r in zip(structures, results):
+        atoms, nsteps, converged = _ase_reference(s, fmax=0.05, steps=60)
+        assert abs(r.steps - nsteps) <= 2 and r.converged == converged
+        assert r.energy_per_atom == pytest.approx(atoms.get_potential_energy() / len(atoms), abs=2e-4)
+        assert np.allclose(r.final.lattice.matrix, np.array(atoms.cell[:]), atol=5e-3)

@@ -21,6 +21,11 @@ What a relaxation is, exactly:
 - optimiser: ASE ``FIRE`` (default) or ``BFGS``; converged when the largest force of the
   filter (atomic forces and the cell's stress term) is below ``fmax`` (default 0.05 eV/A),
   at most ``steps`` optimiser steps (default 300);
+- evaluation: ``batch_size`` structures relax side by side, each with its own optimiser;
+  each optimiser step evaluates all their current states in one batched CHGNet call
+  (``_relax_lockstep``), and each trajectory is the one ASE's ``Optimizer.run`` follows for
+  that structure alone (tested against it). numpy/scipy BLAS runs on one thread meanwhile
+  (threadpoolctl): the cell filter's 3x3 algebra is slower when threaded;
 - space groups before and after: spglib through pymatgen's ``SpacegroupAnalyzer`` with
   ``symprec=0.1`` (``SYMPREC``), on the structure as given and on the relaxed one.
 
@@ -247,6 +252,20 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def _blas_threads(n: int):
+    """numpy/scipy BLAS limited to ``n`` threads (threadpoolctl); restores them after.
+
+    The cell filter's 3x3 linear algebra is far too small to share: with OpenBLAS's default
+    threads, ``scipy.linalg.expm_frechet`` on a 3x3 matrix took 0.8-1.8 ms instead of 0.36 ms
+    on this 2-core CPU while another process used the cores (measured).
+    """
+    from threadpoolctl import threadpool_limits  # installed with the relax extra
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
 def _structure_from_atoms(atoms) -> Structure:
     return Structure(
         np.array(atoms.cell[:], dtype=float),
@@ -256,50 +275,230 @@ def _structure_from_atoms(atoms) -> Structure:
     )
 
 
-def _relax_one(
-    structure: Structure,
+@functools.cache
+def _cached_potential_class():
+    """An ASE calculator holding the potential's results for one state of one structure.
+
+    The lock-step loop (``_relax_lockstep``) evaluates the states of many structures in one
+    batched CHGNet call and stores each result here (``store``); the optimiser then reads
+    energy, forces and stress through the usual ASE calls. A state the batch did not evaluate
+    (the ASE ``check_state`` test fails) is computed by CHGNet's own ASE calculator, so the
+    cache can only make the loop faster, never change what it computes.
+    """
+
+    # optional heavy dependency: the class is built on first use, not at import time
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class CachedPotential(Calculator):
+        implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+        def __init__(self, device: str):
+            super().__init__()
+            self.device = device
+            self.fallbacks = 0  # states computed one at a time
+
+        def store(self, atoms, results: dict) -> None:
+            self.atoms = atoms.copy()
+            self.results = dict(results)
+
+        def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            reference = _calculator(self.device)
+            reference.calculate(self.atoms.copy(), task="efs")
+            self.results = {k: reference.results[k] for k in self.implemented_properties}
+            self.fallbacks += 1
+
+    return CachedPotential
+
+
+@functools.cache
+def _memo_filter_class():
+    """``FrechetCellFilter`` that computes its forces once per state.
+
+    ASE asks the filter for its forces twice per FIRE step (the convergence test, then the
+    step), and each time the filter redoes a 3x3 matrix logarithm and an exponential's Frechet
+    derivative (scipy); on this CPU that was a third of a relaxation's time. Same numbers,
+    computed once: the memo is keyed on the exact positions and cell.
+    """
+    # optional heavy dependency: the class is built on first use, not at import time
+    from ase.filters import FrechetCellFilter
+
+    class MemoFrechetCellFilter(FrechetCellFilter):
+        _memo: tuple | None = None
+
+        def get_forces(self, **kwargs):
+            key = (
+                self.atoms.positions.tobytes(),
+                self.atoms.cell.array.tobytes(),
+                tuple(sorted(kwargs.items())),
+            )
+            if self._memo is None or self._memo[0] != key:
+                self._memo = (key, super().get_forces(**kwargs))
+            return self._memo[1].copy()
+
+    return MemoFrechetCellFilter
+
+
+def _predict_efs(graphs: list, *, device: str, batch_size: int) -> list[dict]:
+    """CHGNet energy (eV/atom), forces (eV/A) and stress (GPa) of each graph, batched."""
+    model = load_potential(device)
+    preds = model.predict_graph(graphs, task="efs", batch_size=batch_size)
+    return [preds] if isinstance(preds, dict) else list(preds)
+
+
+class _Trajectory:
+    """One structure's ASE optimiser (FrechetCellFilter, FixSymmetry), stepped from outside."""
+
+    def __init__(self, index: int, structure: Structure, *, fix_symmetry, optimizer, fmax, device):
+        # optional heavy dependencies: imported here, not at module import time
+        from ase.constraints import FixSymmetry
+        from ase.optimize import BFGS, FIRE
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        self.index = index
+        self.seconds = 0.0  # own optimiser work plus its share of each batched evaluation
+        t = time.perf_counter()
+        self.atoms = AseAtomsAdaptor.get_atoms(structure)
+        self.atoms.calc = _cached_potential_class()(device)
+        if fix_symmetry:
+            self.atoms.set_constraint(FixSymmetry(self.atoms, symprec=SYMPREC))
+        self.filtered = _memo_filter_class()(self.atoms)
+        self.opt = {"FIRE": FIRE, "BFGS": BFGS}[optimizer](self.filtered, logfile=None)
+        self.opt.fmax = fmax  # what ``Optimizer.run(fmax=...)`` sets before its loop
+        self.seconds += time.perf_counter() - t
+
+    def graph(self, model):
+        """CHGNet's graph of the current state (positions and cell as the optimiser left them)."""
+        return model.graph_converter(_structure_from_atoms(self.atoms))
+
+    def store(self, prediction: dict, extensive: bool) -> None:
+        from ase import units
+
+        n = len(self.atoms)
+        # the unit conversions of chgnet.model.dynamics.CHGNetCalculator
+        energy = float(np.asarray(prediction["e"]).reshape(())) * (n if extensive else 1)
+        self.atoms.calc.store(
+            self.atoms,
+            {
+                "energy": energy,
+                "free_energy": energy,
+                "forces": np.asarray(prediction["f"], dtype=float),
+                "stress": np.asarray(prediction["s"], dtype=float) * units.GPa,
+            },
+        )
+
+    def advance(self, max_steps: int) -> bool:
+        """One turn of ``ase.optimize.Dynamics.irun`` at the stored state; True when finished.
+
+        Converged (the filter's largest force below fmax) or at the step limit: finished.
+        Otherwise one optimiser step, after which the next state needs the potential.
+        """
+        t = time.perf_counter()
+        try:
+            if self.opt.converged():
+                return True
+            if self.opt.nsteps >= max_steps:
+                return True
+            self.opt.step()
+            self.opt.nsteps += 1
+            vpa = self.atoms.get_volume() / len(self.atoms)
+            lo, hi = VOLUME_PER_ATOM_RANGE
+            if not (np.isfinite(vpa) and lo <= vpa <= hi and np.all(np.isfinite(self.atoms.positions))):
+                raise _Diverged(f"diverged cell: volume per atom {vpa:.3g} A^3 left {lo:g}..{hi:g} A^3")
+            return False
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def fields(self) -> dict[str, Any]:
+        """The result's fields at the final (stored) state."""
+        from ase import units
+
+        atoms, n = self.atoms, len(self.atoms)
+        forces = np.asarray(atoms.get_forces())
+        return {
+            "final": _structure_from_atoms(atoms),
+            "energy_per_atom": float(atoms.get_potential_energy()) / n,
+            "steps": int(self.opt.nsteps),
+            "converged": bool(self.opt.converged()),
+            "max_force": float(np.max(np.linalg.norm(forces, axis=1))) if n else 0.0,
+            "max_stress": float(np.max(np.abs(atoms.get_stress(voigt=False)))) / units.GPa,
+            "max_residual": float(np.sqrt((np.asarray(self.filtered.get_forces()) ** 2).sum(axis=1).max())),
+        }
+
+
+def _relax_lockstep(
+    structures: Sequence[Structure],
     *,
     fmax: float,
     steps: int,
     fix_symmetry: bool,
     optimizer: str,
     device: str,
-) -> dict[str, Any]:
-    """Relax one structure (already prechecked); returns the fields of the result."""
-    # optional heavy dependencies: imported here, not at module import time
-    from ase import units
-    from ase.constraints import FixSymmetry
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import BFGS, FIRE
-    from pymatgen.io.ase import AseAtomsAdaptor
+    batch_size: int,
+    done,
+) -> None:
+    """Relax structures (already prechecked) with one batched potential call per round.
 
-    atoms = AseAtomsAdaptor.get_atoms(structure)
-    atoms.calc = _calculator(device)
-    if fix_symmetry:
-        atoms.set_constraint(FixSymmetry(atoms, symprec=SYMPREC))
-    filtered = FrechetCellFilter(atoms)
-    opt = {"FIRE": FIRE, "BFGS": BFGS}[optimizer](filtered, logfile=None)
-    lo, hi = VOLUME_PER_ATOM_RANGE
-    n = len(atoms)
+    Up to ``batch_size`` optimisers run side by side; every round evaluates all their current
+    states in one ``predict_graph`` call, then advances each optimiser by one step (the same
+    sequence of operations as ASE's ``Optimizer.run``, so each trajectory is the one a
+    structure would follow alone, up to float round-off of the batched forward). A finished
+    structure leaves the pool and the next waiting one takes its place, so the batch stays
+    full. ``done(index, fields_or_exception, seconds)`` is called as each one finishes.
+    """
+    model = load_potential(device)
+    extensive = bool(getattr(model, "is_intensive", True))
+    waiting = list(enumerate(structures))[::-1]
+    active: list[_Trajectory] = []
 
-    def guard():
-        vpa = atoms.get_volume() / n
-        if not (np.isfinite(vpa) and lo <= vpa <= hi and np.all(np.isfinite(atoms.positions))):
-            raise _Diverged(f"diverged cell: volume per atom {vpa:.3g} A^3 left {lo:g}..{hi:g} A^3")
+    def finish(traj: _Trajectory, outcome) -> None:
+        active.remove(traj)
+        done(traj.index, outcome, traj.seconds)
 
-    opt.attach(guard, interval=1)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
-    energy = float(atoms.get_potential_energy()) / n
-    forces = np.asarray(atoms.get_forces())
-    return {
-        "final": _structure_from_atoms(atoms),
-        "energy_per_atom": energy,
-        "steps": int(opt.nsteps),
-        "converged": converged,
-        "max_force": float(np.max(np.linalg.norm(forces, axis=1))) if n else 0.0,
-        "max_stress": float(np.max(np.abs(atoms.get_stress(voigt=False)))) / units.GPa,
-        "max_residual": float(np.sqrt((np.asarray(filtered.get_forces()) ** 2).sum(axis=1).max())),
-    }
+    while waiting or active:
+        while waiting and len(active) < batch_size:
+            i, s = waiting.pop()
+            try:
+                active.append(
+                    _Trajectory(
+                        i, s, fix_symmetry=fix_symmetry, optimizer=optimizer, fmax=fmax, device=device
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - one structure must not stop the run
+                done(i, exc, 0.0)
+        t = time.perf_counter()
+        graphs, ready = [], []
+        for traj in list(active):
+            try:
+                graphs.append(traj.graph(model))
+                ready.append(traj)
+            except Exception as exc:  # noqa: BLE001 - e.g. an atom left without neighbours
+                finish(traj, exc)
+        if not ready:
+            continue
+        try:
+            predictions = _predict_efs(graphs, device=device, batch_size=len(graphs))
+        except KeyboardInterrupt:
+            raise
+        except Exception:  # noqa: BLE001 - find the structure that breaks the batch
+            predictions = []
+            for g in graphs:
+                try:
+                    predictions.append(_predict_efs([g], device=device, batch_size=1)[0])
+                except Exception as exc:  # noqa: BLE001
+                    predictions.append(exc)
+        share = (time.perf_counter() - t) / len(ready)
+        for traj, prediction in zip(ready, predictions):
+            traj.seconds += share
+            if isinstance(prediction, Exception):
+                finish(traj, prediction)
+                continue
+            try:
+                traj.store(prediction, extensive)
+                if traj.advance(steps):
+                    finish(traj, traj.fields())
+            except Exception as exc:  # noqa: BLE001
+                finish(traj, exc)
 
 
 def relax(
@@ -316,15 +515,20 @@ def relax(
 ) -> list[RelaxationResult]:
     """Relax every structure with CHGNet (positions and cell); one result per structure.
 
-    Initial energies come from one batched ``single_point_energies`` call; the relaxations
-    run one ASE optimiser per structure (CHGNet's ASE calculator evaluates one structure at a
-    time). Failures of a structure become ``ok=False`` with a reason; ``KeyboardInterrupt``
-    propagates. ``progress(i, result)`` is called after each structure if given.
+    Initial energies come from one batched ``single_point_energies`` call. The relaxations run
+    one ASE optimiser per structure, ``batch_size`` of them side by side, their states
+    evaluated together in one CHGNet call per optimiser step (``_relax_lockstep``).
+    ``RelaxationResult.seconds`` is the structure's own optimiser work plus its share of each
+    batched evaluation and of the initial single points. Failures of a structure become
+    ``ok=False`` with a reason; ``KeyboardInterrupt`` propagates. ``progress(i, result)`` is
+    called as each structure finishes (not necessarily in input order).
     """
     if isinstance(structures, Structure):
         structures = [structures]
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     import ase
     from chgnet import __version__ as chgnet_version
 
@@ -339,6 +543,7 @@ def relax(
         "symprec": SYMPREC,
         "fmax_eV_per_A": fmax,
         "max_steps": steps,
+        "batch_size": batch_size,
         "torch_threads": num_threads,
     }
     load_potential(device)  # not part of the per-structure time
@@ -347,47 +552,69 @@ def relax(
         structures, batch_size=batch_size, device=device, num_threads=num_threads
     )
     sp_seconds = (time.perf_counter() - t0) / max(len(structures), 1)
-    results = []
-    for i, s in enumerate(structures):
-        t = time.perf_counter()
-        r = RelaxationResult(initial=s, initial_energy_per_atom=float(initial_e[i]), params=params)
-        r.reason = precheck(s)
-        if r.reason is None:
-            r.spacegroup_initial, ops_initial = _symmetry(s)
-            try:
-                with warnings.catch_warnings(), _torch_threads(num_threads):
-                    warnings.simplefilter("ignore")  # pymatgen's per-step constraint warning
-                    fields = _relax_one(
-                        s,
-                        fmax=fmax,
-                        steps=steps,
-                        fix_symmetry=fix_symmetry,
-                        optimizer=optimizer,
-                        device=device,
-                    )
-            except Exception as exc:  # noqa: BLE001 - one structure must not stop the run
-                r.reason = _failure_reason(exc)
-            else:
-                for k, v in fields.items():
-                    setattr(r, k, v)
-                r.volume_change = r.final.volume / s.volume - 1.0
-                if not math.isfinite(r.energy_per_atom):
-                    r.reason = "non-finite energy after relaxation"
-                elif not math.isfinite(r.volume_change) or abs(r.volume_change) > MAX_VOLUME_CHANGE:
-                    r.reason = (
-                        f"diverged cell: volume changed by {100 * r.volume_change:+.0f}% "
-                        f"(limit {100 * MAX_VOLUME_CHANGE:.0f}%)"
-                    )
-                else:
-                    r.spacegroup_final, ops_final = _symmetry(r.final)
-                    if r.spacegroup_initial is not None and r.spacegroup_final is not None:
-                        r.spacegroup_kept = r.spacegroup_final == r.spacegroup_initial
-                        r.symmetry_lowered = ops_final < ops_initial
-        r.ok = r.reason is None
-        r.seconds = time.perf_counter() - t + sp_seconds
-        results.append(r)
+    results = [
+        RelaxationResult(initial=s, initial_energy_per_atom=float(e), params=params, reason=precheck(s))
+        for s, e in zip(structures, initial_e)
+    ]
+    symmetry_initial: dict[int, tuple[int | None, int | None]] = {}
+    symmetry_seconds: dict[int, float] = {}
+
+    def report(i: int, result: RelaxationResult) -> None:
+        result.ok = result.reason is None
         if progress is not None:
-            progress(i, r)
+            progress(i, result)
+
+    def done(k: int, outcome, seconds: float) -> None:
+        i = todo[k]
+        r = results[i]
+        t = time.perf_counter()
+        if isinstance(outcome, BaseException):
+            r.reason = _failure_reason(outcome)
+        else:
+            for key, value in outcome.items():
+                setattr(r, key, value)
+            r.volume_change = r.final.volume / r.initial.volume - 1.0
+            if not math.isfinite(r.energy_per_atom):
+                r.reason = "non-finite energy after relaxation"
+            elif not math.isfinite(r.volume_change) or abs(r.volume_change) > MAX_VOLUME_CHANGE:
+                r.reason = (
+                    f"diverged cell: volume changed by {100 * r.volume_change:+.0f}% "
+                    f"(limit {100 * MAX_VOLUME_CHANGE:.0f}%)"
+                )
+            else:
+                r.spacegroup_initial, ops_initial = symmetry_initial[i]
+                r.spacegroup_final, ops_final = _symmetry(r.final)
+                if r.spacegroup_initial is not None and r.spacegroup_final is not None:
+                    r.spacegroup_kept = r.spacegroup_final == r.spacegroup_initial
+                    r.symmetry_lowered = ops_final < ops_initial
+        r.seconds = seconds + sp_seconds + symmetry_seconds[i] + time.perf_counter() - t
+        report(i, r)
+
+    todo = []
+    for i, r in enumerate(results):
+        if r.reason is None:
+            todo.append(i)
+        else:
+            r.seconds = sp_seconds
+            report(i, r)
+    for i in todo:
+        t = time.perf_counter()
+        symmetry_initial[i] = _symmetry(results[i].initial)
+        symmetry_seconds[i] = time.perf_counter() - t
+        if results[i].spacegroup_initial is None:
+            results[i].spacegroup_initial = symmetry_initial[i][0]
+    with warnings.catch_warnings(), _torch_threads(num_threads), _blas_threads(1):
+        warnings.simplefilter("ignore")  # pymatgen's per-step constraint warning, torch's
+        _relax_lockstep(
+            [structures[i] for i in todo],
+            fmax=fmax,
+            steps=steps,
+            fix_symmetry=fix_symmetry,
+            optimizer=optimizer,
+            device=device,
+            batch_size=batch_size,
+            done=done,
+        )
     return results
 
 
@@ -514,7 +741,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="FIRE")
     p.add_argument("--no-fix-symmetry", action="store_true", help="do not constrain the space group")
     p.add_argument("--device", default="cpu", help="torch device for CHGNet (default cpu)")
-    p.add_argument("--batch-size", type=int, default=16, help="structures per single-point batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="structures relaxed side by side, one batched CHGNet call per step (default 16)",
+    )
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch CPU threads (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     return p
