@@ -17,8 +17,8 @@ as match rate and RMSE with standard errors (StructureMatcher stol=0.5, angle_to
 - ``lowest_single_point``: the candidate with the lowest raw CHGNet energy;
 - ``lowest_relaxed`` / ``lowest_relaxed_raw``: the candidate with the lowest relaxed energy,
   its relaxed / its raw structure matched; with ``--relax-top M`` only each crystal's M
-  candidates of lowest single-point energy are relaxed (relaxation costs about 0.1 s per
-  optimiser step and structure here, up to 300 steps), and the lowest is taken among them;
+  candidates of lowest single-point energy are relaxed (relaxation costs about 0.2 s per
+  optimiser step and structure on the busy 2-core CPU, up to 300 steps), and the lowest is taken among them;
 - ``first_sample_relaxed``: sample 0 after relaxation (only when all k are relaxed);
 - ``lowest_oracle_formation_energy``: the candidate the oracle gives the lowest formation energy.
 
@@ -113,7 +113,7 @@ def relax_stage(args, work: Path, samples: list[list[str]], chosen: list[tuple[i
     k, n = len(samples), len(samples[0])
     flat = [samples[seed][i] for seed, i in chosen]
     chunks = [flat[i : i + RELAX_CHUNK] for i in range(0, len(flat), RELAX_CHUNK)]
-    tag = "" if len(chosen) == k * n else f"top{args.relax_top}_"
+    tag = "" if len(chosen) == k * n else f"top{len(chosen) // n}_"  # each crystal has the same count
     paths = [work / f"relaxed_{tag}{i:05d}.json" for i in range(len(chunks))]
     todo = [i for i, p in enumerate(paths) if not p.exists()]
     if todo:
@@ -221,7 +221,6 @@ def main(argv=None) -> int:
     relaxation = None
     if not args.no_relax:
         top = k if args.relax_top is None else max(1, min(args.relax_top, k))
-        args.relax_top = top
         grid = relax_stage(args, work, samples, relaxation_choice(single_point, top))
         records = [r for column in grid for r in column if r is not None]
         relaxed_energy = np.asarray(

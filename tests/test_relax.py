@@ -320,3 +320,28 @@ def test_batched_lockstep_follows_ase_own_loop(monkeypatch):
         assert abs(r.steps - nsteps) <= 2 and r.converged == converged
         assert r.energy_per_atom == pytest.approx(atoms.get_potential_energy() / len(atoms), abs=2e-4)
         assert np.allclose(r.final.lattice.matrix, np.array(atoms.cell[:]), atol=5e-3)
+
+
+def test_cached_potential_computes_a_state_it_was_not_given():
+    """The lock-step cache answers only for the state it stored; any other state is computed
+    by CHGNet's own ASE calculator (never a stale answer)."""
+    pytest.importorskip("chgnet")
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(nacl())
+    calc = R._cached_potential_class()("cpu")
+    atoms.calc = calc
+    stale = {
+        "energy": 123.0,
+        "free_energy": 123.0,
+        "forces": np.zeros((len(atoms), 3)),
+        "stress": np.zeros(6),
+    }
+    calc.store(atoms, stale)
+    assert atoms.get_potential_energy() == 123.0 and calc.fallbacks == 0  # the stored state
+    atoms.positions[0] += 0.01  # another state
+    reference = AseAtomsAdaptor.get_atoms(nacl())
+    reference.positions[0] += 0.01
+    reference.calc = R._calculator()
+    assert atoms.get_potential_energy() == pytest.approx(reference.get_potential_energy(), abs=1e-5)
+    assert calc.fallbacks == 1
