@@ -39,3 +39,59 @@ def oracle_verdicts(oracle, structures, column: int):
     plausible = np.asarray([is_plausible(s) for s in structures], bool)
     predicted = np.asarray(oracle.predict_structures(structures), np.float64)[:, column]  # NaN where not sane
     return predicted, sane, plausible
+
+
+RELAX_CHUNK = 20  # structures per cached relaxation file
+
+
+def _relax_chunk(job):
+    """One worker's chunk, relaxed side by side: relaxed CIF, energy per atom and flags per structure."""
+    cifs, fmax, steps = job
+    from unimdm_jax.relax import relax
+
+    return [
+        {
+            "cif": result.final.to(fmt="cif") if result.ok and result.final is not None else None,
+            "energy_per_atom": result.energy_per_atom if result.ok else None,
+            "ok": result.ok,
+            "converged": result.converged,
+            "steps": result.steps,
+            "reason": result.reason,
+            "seconds": result.seconds,
+        }
+        for result in relax(structures_from_cifs(cifs), fmax=fmax, steps=steps, batch_size=len(cifs))
+    ]
+
+
+def relax_cached(cifs, work: Path, tag: str, fmax: float, steps: int, processes: int) -> list[dict]:
+    """Relaxation records of ``cifs`` (``_relax_chunk``'s dicts, in order), cached in ``work`` as
+    ``relaxed_{tag}NNNNN.json`` chunk by chunk, so an interrupted run resumes at the next chunk."""
+    import sys
+
+    from unimdm_jax.parallel import process_pool
+
+    cifs = list(cifs)
+    chunks = [cifs[i : i + RELAX_CHUNK] for i in range(0, len(cifs), RELAX_CHUNK)]
+    paths = [work / f"relaxed_{tag}{i:05d}.json" for i in range(len(chunks))]
+    todo = [i for i, p in enumerate(paths) if not p.exists()]
+    if todo:
+        with process_pool(processes) as pool:
+            jobs = [(chunks[i], fmax, steps) for i in todo]
+            for done, (i, records) in enumerate(zip(todo, pool.imap(_relax_chunk, jobs)), 1):
+                write_cached(paths[i], records)
+                print(f"relaxed chunk {done}/{len(todo)}", file=sys.stderr, flush=True)
+    return [r for p in paths for r in read_cached(p)]
+
+
+def relaxation_summary(records: list[dict], **extra) -> dict:
+    """Counts of a relaxation stage's records, for a benchmark's result file."""
+    import numpy as np
+
+    return {
+        **extra,
+        "relaxed": len(records),
+        "ok": int(sum(r["ok"] for r in records)),
+        "converged": int(sum(bool(r["converged"]) for r in records)),
+        "median_steps": float(np.median([r["steps"] for r in records])) if records else None,
+        "seconds_per_structure": float(np.mean([r["seconds"] for r in records])) if records else None,
+    }

@@ -43,35 +43,17 @@ from unimdm_jax.checkpoint import load_model
 from unimdm_jax.data.io import read_rows
 from unimdm_jax.evaluate import load_rows, match_all
 from unimdm_jax.metrics import match_summary
-from unimdm_jax.parallel import process_pool
 from unimdm_jax.provenance import write_result
 from unimdm_jax.relax import DEFAULT_FMAX, DEFAULT_STEPS, LEAKAGE_NOTE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_cached, structures_from_cifs, write_cached  # noqa: E402
-
-RELAX_CHUNK = 20  # structures per cached relaxation file
-
-
-def _relax_batch(job):
-    """One worker's chunk: relaxed CIF, energy per atom and flags per structure (JSON-ready)."""
-    cifs, fmax, steps = job
-    from unimdm_jax.relax import relax
-
-    out = []
-    for result in relax(structures_from_cifs(cifs), fmax=fmax, steps=steps, batch_size=len(cifs)):
-        out.append(
-            {
-                "cif": result.final.to(fmt="cif") if result.ok and result.final is not None else None,
-                "energy_per_atom": result.energy_per_atom if result.ok else None,
-                "ok": result.ok,
-                "converged": result.converged,
-                "steps": result.steps,
-                "reason": result.reason,
-                "seconds": result.seconds,
-            }
-        )
-    return out
+from _common import (  # noqa: E402
+    read_cached,
+    relax_cached,
+    relaxation_summary,
+    structures_from_cifs,
+    write_cached,
+)
 
 
 def sample_stage(args, work: Path, dataset) -> tuple[list[list[str]], list[float]]:
@@ -111,19 +93,12 @@ def relaxation_choice(single_point: np.ndarray, top: int) -> list[tuple[int, int
 def relax_stage(args, work: Path, samples: list[list[str]], chosen: list[tuple[int, int]]) -> list[list]:
     """Relaxation records (k x n grid, None where not chosen), cached chunk by chunk."""
     k, n = len(samples), len(samples[0])
-    flat = [samples[seed][i] for seed, i in chosen]
-    chunks = [flat[i : i + RELAX_CHUNK] for i in range(0, len(flat), RELAX_CHUNK)]
     tag = "" if len(chosen) == k * n else f"top{len(chosen) // n}_"  # each crystal has the same count
-    paths = [work / f"relaxed_{tag}{i:05d}.json" for i in range(len(chunks))]
-    todo = [i for i, p in enumerate(paths) if not p.exists()]
-    if todo:
-        with process_pool(args.processes) as pool:
-            jobs = [(chunks[i], args.fmax, args.relax_steps) for i in todo]
-            for done, (i, records) in enumerate(zip(todo, pool.imap(_relax_batch, jobs)), 1):
-                write_cached(paths[i], records)
-                print(f"relaxed chunk {done}/{len(todo)}", file=sys.stderr, flush=True)
+    records = relax_cached(
+        [samples[seed][i] for seed, i in chosen], work, tag, args.fmax, args.relax_steps, args.processes
+    )
     grid: list[list] = [[None] * n for _ in range(k)]
-    for (seed, i), record in zip(chosen, (r for p in paths for r in read_cached(p))):
+    for (seed, i), record in zip(chosen, records):
         grid[seed][i] = record
     return grid
 
@@ -250,18 +225,15 @@ def main(argv=None) -> int:
             rows["first_sample_relaxed"] = match_summary(rms_relaxed[0])
         rows["lowest_relaxed"] = match_summary(_pick(rms_relaxed, choice))
         rows["lowest_relaxed_raw"] = match_summary(_pick(rms_raw, choice))
-        timing["relaxation_seconds_per_structure"] = float(np.mean([r["seconds"] for r in records]))
-        relaxation = {
-            "fmax_eV_per_A": args.fmax,
-            "max_steps": args.relax_steps,
-            "relaxed_per_crystal": top,
-            "chosen_by": "lowest CHGNet single point of the raw samples" if top < k else "all candidates",
-            "relaxed": len(records),
-            "ok": int(sum(r["ok"] for r in records)),
-            "converged": int(sum(bool(r["converged"]) for r in records)),
-            "median_steps": float(np.median([r["steps"] for r in records])),
-            "processes": args.processes,
-        }
+        relaxation = relaxation_summary(
+            records,
+            fmax_eV_per_A=args.fmax,
+            max_steps=args.relax_steps,
+            relaxed_per_crystal=top,
+            chosen_by="lowest CHGNet single point of the raw samples" if top < k else "all candidates",
+            processes=args.processes,
+        )
+        timing["relaxation_seconds_per_structure"] = relaxation.pop("seconds_per_structure")
 
     result = {
         "benchmark": "csp_ranked",

@@ -1,7 +1,7 @@
 """Benchmark: end-to-end crystal structure prediction with PREDICTED symmetry, ranked to one output.
 
     python benchmarks/e2e_csp.py --subset test-1k --limit 200 --top-k 3 --samples 2 --steps 250 \
-        --work workdirs/e2e_200 [--source lm|nearest|true] \
+        --work workdirs/e2e_200 [--source lm|nearest|true] [--relax-top 2] \
         [--property band_gap|formation_energy_per_atom] [--out benchmarks/results/e2e_csp_mp20.json]
 
 For every test crystal the symmetry source proposes ``--top-k`` symmetry records from the
@@ -21,6 +21,10 @@ top_k x samples candidates of a crystal are ranked to ONE output:
   energy per atom of the raw sample; candidates within ``generation.ENERGY_WINDOW`` of the lowest
   ordered by the oracle's distance to the target property), first one kept;
 - ``lowest_single_point``: the lowest CHGNet energy per atom alone;
+- ``lowest_relaxed`` / ``lowest_relaxed_raw`` (with ``--relax-top M``): each crystal's M candidates
+  of lowest single point are relaxed (``unimdm_jax.relax``: FIRE, FrechetCellFilter, FixSymmetry,
+  side by side in batches), and the one of lowest relaxed energy per atom is kept, its relaxed /
+  raw structure matched;
 - ``rank_property``: the oracle's prediction of ``--property`` closest to the target (leak-free);
 - ``lowest_oracle_formation_energy``: the oracle's lowest formation energy per atom (leak-free);
 - ``oracle_formation_energy_then_score``: candidates within ``generation.ENERGY_WINDOW`` of the oracle's
@@ -47,7 +51,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import read_cached, structures_from_cifs, write_cached, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    read_cached,
+    relax_cached,
+    relaxation_summary,
+    structures_from_cifs,
+    write_cached,
+    write_result,
+)
 
 
 def propose(source: str, records, top_k: int, seed: int, threads: int, prop: str = "band_gap"):
@@ -151,6 +162,16 @@ def sample_stage(args, work: Path, dit, hypotheses):
     return candidates, float(np.mean(seconds)) if seconds else 0.0
 
 
+def relaxation_choice(energies: np.ndarray, owners: list[int], top: int) -> list[int]:
+    """Indices of the candidates to relax: each crystal's ``top`` of lowest single-point energy
+    (candidates the potential flagged, without a finite energy, come last), in candidate order."""
+    members: dict[int, list[int]] = {}
+    for index, owner in enumerate(owners):
+        members.setdefault(owner, []).append(index)
+    key = np.where(np.isfinite(energies), energies, np.inf)
+    return sorted(i for group in members.values() for i in sorted(group, key=lambda i: key[i])[:top])
+
+
 def _choose(groups, key) -> list:
     """Per crystal: the match result of the candidate with the smallest key (None when no candidate)."""
     return [min(group, key=key)["rms"] if group else None for group in groups]
@@ -172,6 +193,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the trained T)")
     parser.add_argument("--step-lr", type=float, default=1e-5)
     parser.add_argument("--no-energy", action="store_true", help="skip the CHGNet rankings")
+    parser.add_argument(
+        "--relax-top",
+        type=int,
+        default=0,
+        help="relax each crystal's M candidates of lowest single-point energy (default 0: no relaxation)",
+    )
+    parser.add_argument("--fmax", type=float, default=None, help="relaxation force tolerance (eV/A)")
+    parser.add_argument("--relax-steps", type=int, default=None, help="relaxation step limit")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -185,8 +214,12 @@ def main() -> None:
     from unimdm_jax.evaluate import load_rows, match_all
     from unimdm_jax.generation import ENERGY_WINDOW, default_dit_path, load_crystal_dit
     from unimdm_jax.metrics import match_summary
-    from unimdm_jax.relax import LEAKAGE_NOTE
+    from unimdm_jax.relax import DEFAULT_FMAX, DEFAULT_STEPS, LEAKAGE_NOTE
 
+    if args.relax_top and args.no_energy:
+        sys.exit("error: --relax-top chooses candidates by CHGNet energy; it cannot go with --no-energy")
+    fmax = DEFAULT_FMAX if args.fmax is None else args.fmax
+    relax_steps = DEFAULT_STEPS if args.relax_steps is None else args.relax_steps
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     csv = Path(args.csv) if args.csv else io.mp20_dir() / "test.csv.gz"
@@ -249,6 +282,46 @@ def main() -> None:
         timing["single_point_seconds_per_structure"] = energy_cached["seconds_per_structure"]
         energies = np.asarray(energy_cached["energies"], np.float64)
 
+    relaxed_energy = np.full(len(candidates), math.nan)
+    rms_relaxed: list = [None] * len(candidates)
+    relaxation = None
+    if args.relax_top > 0:
+        chosen = relaxation_choice(energies, [c[0] for c in candidates], args.relax_top)
+        records = relax_cached(
+            [candidates[c][3] for c in chosen],
+            work,
+            f"top{args.relax_top}_",
+            fmax,
+            relax_steps,
+            args.processes,
+        )
+        name = f"match_relaxed_top{args.relax_top}.json"
+        matched = read_cached(work / name)
+        if matched is None:
+            ok = [j for j, r in enumerate(records) if r["cif"] is not None]
+            rms_ok = match_all(
+                [reference[candidates[chosen[j]][0]] for j in ok],
+                structures_from_cifs([records[j]["cif"] for j in ok]),
+                args.processes,
+            )
+            matched = [None] * len(records)
+            for j, r in zip(ok, rms_ok):
+                matched[j] = r
+            write_cached(work / name, matched)
+        for index, record, r in zip(chosen, records, matched):
+            if record["energy_per_atom"] is not None:
+                relaxed_energy[index] = record["energy_per_atom"]
+            rms_relaxed[index] = r
+        relaxation = relaxation_summary(
+            records,
+            fmax_eV_per_A=fmax,
+            max_steps=relax_steps,
+            relaxed_per_crystal=args.relax_top,
+            chosen_by="lowest CHGNet single point of the raw candidates",
+            processes=args.processes,
+        )
+        timing["relaxation_seconds_per_structure"] = relaxation.pop("seconds_per_structure")
+
     groups: list[list[dict]] = [[] for _ in range(n)]
     for index, (i, j, s, _) in enumerate(candidates):
         target = truth[i].property(args.property)
@@ -260,6 +333,8 @@ def main() -> None:
                 "distance": abs(oracle_values[index, target_column] - target),
                 "oracle_fe": oracle_values[index, fe_column],
                 "energy": energies[index] if energies is not None else math.nan,
+                "relaxed_energy": relaxed_energy[index],
+                "rms_relaxed": rms_relaxed[index],
             }
         )
     for group in groups:
@@ -306,6 +381,10 @@ def main() -> None:
         rankings["rank_energy"] = match_summary(
             windowed("energy", lambda c: (finite(c["distance"]), c["energy"]))
         )
+    if relaxation is not None:
+        lowest_relaxed = [min(g, key=lambda c: finite(c["relaxed_energy"])) if g else None for g in groups]
+        rankings["lowest_relaxed"] = match_summary([c and c["rms_relaxed"] for c in lowest_relaxed])
+        rankings["lowest_relaxed_raw"] = match_summary([c and c["rms"] for c in lowest_relaxed])
 
     sg_top1 = (
         sum(bool(h) and h[0].space_group.number == t.space_group.number for h, t in zip(hypotheses, truth))
@@ -348,6 +427,7 @@ def main() -> None:
                 "step_lr": args.step_lr,
                 "seeds": list(range(args.seed, args.seed + args.samples)),
             },
+            "relaxation": relaxation,
             "timing": timing,
             "leakage": None
             if energies is None
