@@ -97,6 +97,38 @@ def match_summary(rms, n: int | None = None) -> dict:
     }
 
 
+def paired_comparison(rms_a, rms_b) -> dict:
+    """Two models' per-crystal results on the same crystals (None = not matched), compared pair by pair.
+
+    Two models scored on the same few hundred crystals differ by less than one standard error of
+    either rate; what the pairing sees is the discordant crystals, matched by one model only.
+    Under "no difference" each is equally likely to fall either way, so the two-sided exact
+    McNemar test is a binomial test of ``only_a`` in ``only_a + only_b`` trials at 1/2. The RMSE
+    comparison is restricted to the crystals both match, where it is not confounded by which
+    crystals each one matched.
+    """
+    from math import comb
+
+    if len(rms_a) != len(rms_b):
+        raise ValueError(f"paired comparison needs the same crystals: {len(rms_a)} vs {len(rms_b)} results")
+    a = np.asarray([r is not None for r in rms_a])
+    b = np.asarray([r is not None for r in rms_b])
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    trials, low = only_a + only_b, min(only_a, only_b)
+    p_value = min(1.0, 2 * sum(comb(trials, k) for k in range(low + 1)) / 2**trials) if trials else 1.0
+    both = a & b
+    return {
+        "n": len(rms_a),
+        "only_a": only_a,
+        "only_b": only_b,
+        "both": int(np.sum(both)),
+        "neither": int(np.sum(~a & ~b)),
+        "mcnemar_exact_p": float(p_value),
+        "rmse_both_a": float(np.mean([r for r, m in zip(rms_a, both) if m])) if both.any() else None,
+        "rmse_both_b": float(np.mean([r for r, m in zip(rms_b, both) if m])) if both.any() else None,
+    }
+
+
 def match_rms(reference, candidate, matcher=None) -> float | None:
     """Normalised RMS displacement if ``candidate`` matches ``reference``, else None."""
     if not is_sane(candidate):
