@@ -6,7 +6,8 @@ The shipped ``oracle_mp20_cpu`` stopped after 4,000 steps (9 epochs) with its ho
 64 (36 epochs), checkpointing every 250 steps so that it runs in resumable segments.
 
 Run:   XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" OMP_NUM_THREADS=1 \\
-           python -m unimdm_jax.train --config configs/oracle_mp20_cpu_long.py --workdir workdirs/oracle_mp20_cpu_long
+           python -m unimdm_jax.train --config configs/oracle_mp20_cpu_long.py \\
+           --workdir workdirs/oracle_mp20_cpu_long
        (the same command resumes from the work dir's last checkpoint)
        python -m unimdm_jax.checkpoint export --workdir workdirs/oracle_mp20_cpu_long \\
            --out workdirs/export/oracle_mp20_cpu_long
