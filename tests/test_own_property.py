@@ -205,11 +205,13 @@ def test_the_own_property_configs_load():
     card = json.loads((REPO / "unimdm_jax" / "checkpoints" / "dit_mp20_cpu" / "config.json").read_text())
     # the warm start needs the shipped model's parameter shapes: same network, one property input
     own = load_config(REPO / "configs" / "dit_own_property.py").model
-    assert (card["model"]["hidden"], card["model"]["num_layers"], len(card["model"]["properties"])) == (
-        own.hidden,
-        own.num_layers,
-        len(own.properties),
-    )
+    shipped = card["model"]
+    assert (
+        shipped["hidden"],
+        shipped["num_layers"],
+        shipped["num_frequencies"],
+        len(shipped["properties"]),
+    ) == (own.hidden, own.num_layers, own.num_frequencies, len(own.properties))
 
 
 def test_a_targets_file_may_name_a_property_of_your_own(tmp_path):
