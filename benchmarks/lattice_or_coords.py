@@ -2,7 +2,7 @@
 
     python benchmarks/lattice_or_coords.py --checkpoint unimdm_jax/checkpoints/dit_mp20_cpu \
         --max-space-group 15 -n 100 --steps 250 \
-        --out benchmarks/results/lattice_or_coords/dit_mp20_cpu_holdout_lowsym100.json
+        --out benchmarks/results/lattice_or_coords/<name>.json
 
 The Crystal DiT samples one structure per crystal (the first ``-n`` holdout crystals, val rows 1-1,000,
 whose space group number is at most ``--max-space-group``: 15 keeps the triclinic and monoclinic ones),
