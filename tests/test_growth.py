@@ -1,4 +1,4 @@
-"""Growing a Crystal DiT (more layers, more Fourier frequencies) keeps its function exactly,
+"""Growing a Crystal DiT (more layers, more Fourier frequencies, twice the width) keeps its function exactly,
 and the grown network can still learn through its new parts."""
 
 from __future__ import annotations
@@ -86,3 +86,30 @@ def test_growth_refuses_what_it_cannot_preserve(inputs):
             CrystalDiT(shallower).init(jax.random.PRNGKey(0), *inputs)["params"],
             shallower,
         )
+
+
+def test_doubling_the_width_keeps_the_function_and_separates_the_copies(inputs):
+    small_params = _trained_looking(CrystalDiT(SMALL).init(jax.random.PRNGKey(0), *inputs), 1)
+    coords_small, lattice_small = CrystalDiT(SMALL).apply(small_params, *inputs)
+    wide = dataclasses.replace(LARGE, hidden=2 * SMALL.hidden)  # wider, deeper, more frequencies at once
+    large_init = CrystalDiT(wide).init(jax.random.PRNGKey(2), *inputs)
+    grown = {"params": grow_params(small_params["params"], SMALL, large_init["params"], wide, seed=3)}
+    coords_wide, lattice_wide = CrystalDiT(wide).apply(grown, *inputs)
+    np.testing.assert_allclose(np.asarray(coords_wide), np.asarray(coords_small), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(lattice_wide), np.asarray(lattice_small), atol=1e-4)
+
+    # the two copies of a unit get different gradients (equal shares would keep them copies)
+    def loss(params):
+        coords, lattice = CrystalDiT(wide).apply(params, *inputs)
+        return jnp.sum(coords**2) + jnp.sum(lattice**2)
+
+    grads = jax.grad(loss)(grown)["params"]
+    for path in (("message_passing_0", "from_receiver"), ("dit_block_0", "Dense_1"), ("Dense_0",)):
+        kernel = grads
+        for part in path:
+            kernel = kernel[part]
+        columns = np.asarray(kernel["kernel"])
+        assert np.abs(columns[:, 0::2] - columns[:, 1::2]).max() > 1e-3 * np.abs(columns).max()
+    # the query copies too (their shares make the keys' gradients differ, which feeds back)
+    key = np.asarray(grads["dit_block_0"]["MultiHeadDotProductAttention_0"]["key"]["kernel"])
+    assert np.abs(key[..., 0::2] - key[..., 1::2]).max() > 0

@@ -55,7 +55,7 @@ class TrainConfig:
     # dir, with the same parameter shapes; the optimizer starts fresh. Used only when the
     # work dir has no saved step yet (a resumed run continues from its own checkpoint).
     init_from: str | None = None
-    # init_from is a smaller Crystal DiT (fewer layers / Fourier frequencies): grow it into
+    # init_from is a smaller Crystal DiT (fewer layers / frequencies, half the width): grow it into
     # the config's network so that training starts from its function (model/growth.py)
     init_grow: bool = False
     # resume: a train state file (checkpoint.save_train_state; a work dir's

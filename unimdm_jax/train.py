@@ -100,7 +100,7 @@ def warm_start(state: TrainState, config: TrainConfig, init_from: str | Path) ->
     conditioning properties (a band-gap model warm-starting a formation-energy one), the i-th
     property's embedding initialises the i-th: the modules are named after the property.
     With ``config.init_grow`` a smaller Crystal DiT is first grown into the config's network
-    (``model.growth``: same function, more layers and frequencies)."""
+    (``model.growth``: same function, more layers and frequencies, twice the width)."""
     _, loaded, loaded_config, _ = load_model(init_from)
     if loaded_config.task != config.task:
         raise ValueError(

@@ -5,7 +5,7 @@
 - ``dit_block``       the Crystal DiT block: attention fusing atoms, crystal and property
 - ``crystal_dit``     the full network: coordinate scores and lattice noise
 - ``property_net``    the property oracle's network: band gap / formation energy from structure
-- ``growth``          a trained Crystal DiT grown into a deeper one with more frequencies, same function
+- ``growth``          a trained Crystal DiT grown deeper, wider, with more frequencies: same function
 """
 
 from unimdm_jax.model.crystal_dit import CrystalDiT, ModelConfig
