@@ -78,6 +78,11 @@ def test_growth_refuses_what_it_cannot_preserve(inputs):
         grow_params(
             small_params, SMALL, CrystalDiT(wider).init(jax.random.PRNGKey(0), *inputs)["params"], wider
         )
+    narrower = dataclasses.replace(LARGE, hidden=SMALL.hidden // 2)
+    with pytest.raises(ValueError, match="hidden"):
+        grow_params(
+            small_params, SMALL, CrystalDiT(narrower).init(jax.random.PRNGKey(0), *inputs)["params"], narrower
+        )
     shallower = dataclasses.replace(SMALL, num_layers=1)
     with pytest.raises(ValueError, match="fewer"):
         grow_params(
@@ -88,10 +93,11 @@ def test_growth_refuses_what_it_cannot_preserve(inputs):
         )
 
 
-def test_doubling_the_width_keeps_the_function_and_separates_the_copies(inputs):
+@pytest.mark.parametrize("factor", [2, 4])
+def test_doubling_the_width_keeps_the_function_and_separates_the_copies(inputs, factor):
     small_params = _trained_looking(CrystalDiT(SMALL).init(jax.random.PRNGKey(0), *inputs), 1)
     coords_small, lattice_small = CrystalDiT(SMALL).apply(small_params, *inputs)
-    wide = dataclasses.replace(LARGE, hidden=2 * SMALL.hidden)  # wider, deeper, more frequencies at once
+    wide = dataclasses.replace(LARGE, hidden=factor * SMALL.hidden)  # wider, deeper, more frequencies at once
     large_init = CrystalDiT(wide).init(jax.random.PRNGKey(2), *inputs)
     grown = {"params": grow_params(small_params["params"], SMALL, large_init["params"], wide, seed=3)}
     coords_wide, lattice_wide = CrystalDiT(wide).apply(grown, *inputs)

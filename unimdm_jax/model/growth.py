@@ -43,10 +43,12 @@ _NEW_LAYER_OUTPUTS = {
 
 def check_growable(small: ModelConfig, large: ModelConfig) -> None:
     """Raise ValueError unless ``large`` only adds layers and Fourier frequencies to ``small``
-    and keeps or doubles its hidden width."""
-    if large.hidden not in (small.hidden, 2 * small.hidden):
+    and keeps its hidden width or doubles it (once or more)."""
+    factor = large.hidden // small.hidden
+    if factor < 1 or large.hidden % small.hidden or factor & (factor - 1):
         raise ValueError(
-            f"cannot grow: hidden {small.hidden} -> {large.hidden} (the width can only stay or double)"
+            f"cannot grow: hidden {small.hidden} -> {large.hidden}"
+            " (the width can only stay or double, repeatedly)"
         )
     same = (
         "num_heads",
@@ -86,9 +88,10 @@ def grow_params(small_params, small: ModelConfig, large_init_params, large: Mode
     layers keep their random inner weights. ``seed`` draws the copies' shares when the width
     doubles. Returns numpy arrays in large_init_params' tree."""
     check_growable(small, large)
-    if large.hidden == 2 * small.hidden:
+    while small.hidden < large.hidden:  # double the width until it fits (the seed differs per doubling)
         small_params = widen_params(small_params, small, seed)
-        small = dataclasses.replace(small, hidden=large.hidden)
+        small = dataclasses.replace(small, hidden=2 * small.hidden)
+        seed += 1
     old = {key: np.asarray(value) for key, value in flatten_dict(small_params).items()}
     grown = {}
     for key, value in flatten_dict(large_init_params).items():
