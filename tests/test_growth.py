@@ -4,6 +4,8 @@ and the grown network can still learn through its new parts."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +15,11 @@ jax = pytest.importorskip("jax")
 
 import jax.numpy as jnp  # noqa: E402
 
+from unimdm_jax.checkpoint import config_from_dict  # noqa: E402
+from unimdm_jax.config import load_config  # noqa: E402
 from unimdm_jax.data.batching import sharded_batch  # noqa: E402
 from unimdm_jax.model import CrystalDiT, ModelConfig  # noqa: E402
-from unimdm_jax.model.growth import grow_params  # noqa: E402
+from unimdm_jax.model.growth import check_growable, grow_params  # noqa: E402
 
 SMALL = ModelConfig(hidden=32, num_layers=2, num_heads=2, num_frequencies=4)
 LARGE = dataclasses.replace(SMALL, num_layers=3, num_frequencies=8)
@@ -119,3 +123,18 @@ def test_doubling_the_width_keeps_the_function_and_separates_the_copies(inputs, 
     # the query copies too (their shares make the keys' gradients differ, which feeds back)
     key = np.asarray(grads["dit_block_0"]["MultiHeadDotProductAttention_0"]["key"]["kernel"])
     assert np.abs(key[..., 0::2] - key[..., 1::2]).max() > 0
+
+
+GROWN_CONFIGS = ["dit_mp20_cpu_wide.py", "dit_mp20_gpu_grown.py"]
+
+
+@pytest.mark.parametrize("name", GROWN_CONFIGS)
+def test_grown_configs_can_grow_the_checkpoint_they_name(name):
+    """The configs that grow the shipped model still fit it (a changed shipped network would
+    otherwise surface hours into a run, or on a lent GPU)."""
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "configs" / name)
+    assert config.init_grow
+    shipped = config_from_dict(json.loads((root / config.init_from / "config.json").read_text()))
+    check_growable(shipped.model, config.model)  # raises ValueError if it cannot
+    assert config.model.hidden > shipped.model.hidden
