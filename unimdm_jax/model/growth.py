@@ -122,6 +122,7 @@ def grow_params(small_params, small: ModelConfig, large_init_params, large: Mode
 _FIXED_INPUT = {"from_fourier", "from_lattice", "wyckoff_op_embedding"}
 _NORMS = {"final_norm", "context_norm", "query_norm"}
 _HEADS = {"coord_head", "lattice_head"}  # outputs are the scores: not widened
+_ATTENTION = {"query", "key", "value", "out"}
 
 
 def _split_rows(kernel: np.ndarray, axis: int, rng) -> np.ndarray:
@@ -178,12 +179,7 @@ def widen_params(params, config: ModelConfig, seed: int = 0):
         value = np.asarray(value)
         dtype = value.dtype
         module, name = key[-2], key[-1]
-        if module in (
-            "query",
-            "key",
-            "value",
-            "out",
-        ):  # attention: (D, heads, head_dim) / (heads, head_dim, D)
+        if module in _ATTENTION:  # kernels (D, heads, head_dim); the output's (heads, head_dim, D)
             if module == "out":
                 if name == "kernel":
                     value = _split_rows(value, 1, rng)
