@@ -50,23 +50,29 @@ def _trained_looking(params, seed):
     )
 
 
-def test_grown_network_computes_the_small_networks_function(inputs):
+def _grow_and_check_function(inputs, large, seed=0, atol=1e-5):
+    """Grow a trained-looking SMALL network into ``large``, check that it computes the same
+    outputs, and return the loss gradients of the grown parameters."""
     small_params = _trained_looking(CrystalDiT(SMALL).init(jax.random.PRNGKey(0), *inputs), 1)
     coords_small, lattice_small = CrystalDiT(SMALL).apply(small_params, *inputs)
     assert float(jnp.abs(coords_small).max()) > 1e-2  # a non-trivial function to preserve
 
-    large_init = CrystalDiT(LARGE).init(jax.random.PRNGKey(2), *inputs)
-    grown = {"params": grow_params(small_params["params"], SMALL, large_init["params"], LARGE)}
-    coords_large, lattice_large = CrystalDiT(LARGE).apply(grown, *inputs)
-    np.testing.assert_allclose(np.asarray(coords_large), np.asarray(coords_small), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(lattice_large), np.asarray(lattice_small), atol=1e-5)
+    large_init = CrystalDiT(large).init(jax.random.PRNGKey(2), *inputs)
+    grown = {"params": grow_params(small_params["params"], SMALL, large_init["params"], large, seed=seed)}
+    coords_large, lattice_large = CrystalDiT(large).apply(grown, *inputs)
+    np.testing.assert_allclose(np.asarray(coords_large), np.asarray(coords_small), atol=atol)
+    np.testing.assert_allclose(np.asarray(lattice_large), np.asarray(lattice_small), atol=atol)
 
-    # the new parts are live: the loss has a gradient in the new layer and in the new frequencies
     def loss(params):
-        coords, lattice = CrystalDiT(LARGE).apply(params, *inputs)
+        coords, lattice = CrystalDiT(large).apply(params, *inputs)
         return jnp.sum(coords**2) + jnp.sum(lattice**2)
 
-    grads = jax.grad(loss)(grown)["params"]
+    return jax.grad(loss)(grown)["params"]
+
+
+def test_grown_network_computes_the_small_networks_function(inputs):
+    # the new parts are live: the loss has a gradient in the new layer and in the new frequencies
+    grads = _grow_and_check_function(inputs, LARGE)
     assert float(jnp.abs(grads["message_passing_2"]["Dense_0"]["kernel"]).max()) > 0
     assert float(jnp.abs(grads["dit_block_2"]["Dense_0"]["kernel"]).max()) > 0
     new_rows = np.asarray(grads["message_passing_0"]["from_fourier"]["kernel"])[
@@ -99,21 +105,9 @@ def test_growth_refuses_what_it_cannot_preserve(inputs):
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_doubling_the_width_keeps_the_function_and_separates_the_copies(inputs, factor):
-    small_params = _trained_looking(CrystalDiT(SMALL).init(jax.random.PRNGKey(0), *inputs), 1)
-    coords_small, lattice_small = CrystalDiT(SMALL).apply(small_params, *inputs)
     wide = dataclasses.replace(LARGE, hidden=factor * SMALL.hidden)  # wider, deeper, more frequencies at once
-    large_init = CrystalDiT(wide).init(jax.random.PRNGKey(2), *inputs)
-    grown = {"params": grow_params(small_params["params"], SMALL, large_init["params"], wide, seed=3)}
-    coords_wide, lattice_wide = CrystalDiT(wide).apply(grown, *inputs)
-    np.testing.assert_allclose(np.asarray(coords_wide), np.asarray(coords_small), atol=1e-4)
-    np.testing.assert_allclose(np.asarray(lattice_wide), np.asarray(lattice_small), atol=1e-4)
-
     # the two copies of a unit get different gradients (equal shares would keep them copies)
-    def loss(params):
-        coords, lattice = CrystalDiT(wide).apply(params, *inputs)
-        return jnp.sum(coords**2) + jnp.sum(lattice**2)
-
-    grads = jax.grad(loss)(grown)["params"]
+    grads = _grow_and_check_function(inputs, wide, seed=3, atol=1e-4)
     for path in (("message_passing_0", "from_receiver"), ("dit_block_0", "Dense_1"), ("Dense_0",)):
         kernel = grads
         for part in path:
