@@ -224,3 +224,36 @@ def test_cli_bad_input_is_one_error_line(case, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", checkpoint, "--split", split, "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
+
+
+def test_reduced_formula_keys_group_crystals_as_pymatgen_does(fixture_dataset):
+    """Two crystals share a key exactly when pymatgen gives them the same reduced formula
+    (whatever the number of formula units in their conventional cells)."""
+    from pymatgen.core import Composition
+
+    from unimdm_jax.oracle import reduced_formula_keys
+
+    dataset, _ = fixture_dataset
+    keys = reduced_formula_keys(dataset.atomic_numbers, dataset.num_atoms)
+    offsets = dataset.atom_offsets
+    formulas = []
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        elements, counts = np.unique(dataset.atomic_numbers[start:stop], return_counts=True)
+        formulas.append(Composition({int(z): int(n) for z, n in zip(elements, counts)}).reduced_formula)
+    for i in range(len(dataset)):
+        for j in range(len(dataset)):
+            assert (keys[i] == keys[j]) == (formulas[i] == formulas[j])
+    doubled = reduced_formula_keys(np.array([8, 22, 8, 8, 22, 8, 22, 8, 8]), np.array([3, 6]))
+    assert doubled[0] == doubled[1] == ((8, 2), (22, 1))
+
+
+def test_polymorph_ordering_counts_pairs_by_hand():
+    from unimdm_jax.oracle import polymorph_ordering
+
+    keys = ["A", "A", "A", "B", "B", "C", "A"]
+    targets = [0.0, 1.5, 3.0, 0.0, 0.5, 2.0, np.nan]  # B's pair differs by only 0.5; C is alone
+    predictions = [0.0, 2.0, 1.0, 9.0, 0.0, 1.0, 5.0]
+    result = polymorph_ordering(predictions, targets, keys, min_difference=1.0)
+    # A's pairs (1.5 > 0), (3 > 0), (3 > 1.5): predicted 2 > 0 yes, 1 > 0 yes, 1 > 2 no
+    assert result == {"ordering_accuracy": 2 / 3, "pairs": 3, "formulas": 1, "min_difference": 1.0}
+    assert polymorph_ordering(predictions, targets, keys, min_difference=5.0)["ordering_accuracy"] is None

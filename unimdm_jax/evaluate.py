@@ -72,10 +72,12 @@ def load_rows(csv, subset: str = "all", limit: int | None = None, workers: int |
     """(symmetrized dataset, failures) of the rows of ``csv`` that ``subset``/``limit`` pick.
 
     Uses the preprocessing cache when it holds the whole file; otherwise symmetrizes only
-    the rows needed (a test-1k run need not preprocess all 9,046 test rows)."""
+    the rows needed (a test-1k run need not preprocess all 9,046 test rows). A run that needs
+    the whole file symmetrizes it through the cache, so the next run finds it there."""
     csv = Path(csv)
-    if (default_cache_dir() / f"{csv.name}.{cache_key(csv, DEFAULT_SYMPREC)}.npz").exists():
-        dataset, failures = preprocess_file(csv)
+    cached = (default_cache_dir() / f"{csv.name}.{cache_key(csv, DEFAULT_SYMPREC)}.npz").exists()
+    if cached or (subset == "all" and limit is None):
+        dataset, failures = preprocess_file(csv, workers=workers)
         return select_rows(dataset, subset, limit), failures
     if subset not in ("all", "test-1k", "test_1k"):
         raise ValueError(f"unknown subset {subset!r}: expected all or test-1k")

@@ -3,6 +3,9 @@
     python -m unimdm_jax.oracle evaluate [--checkpoint DIR] --split test [--limit N]
         [--batch-size 64] [--out benchmarks/results/oracle_mp20.json]
 
+reports the MAE per property and how often the oracle orders two polymorphs of one formula
+as the data do (``polymorph_ordering``).
+
 In Python::
 
     oracle = load_oracle()                       # the packaged checkpoint
@@ -198,6 +201,51 @@ def mean_absolute_errors(predictions, targets, names) -> dict:
     return result
 
 
+#: Smallest difference of a property between two polymorphs for their pair to count in
+#: :func:`polymorph_ordering` (the polymorph-steering benchmark's 1 eV for the band gap).
+POLYMORPH_MIN_DIFFERENCE = {"band_gap": 1.0, "formation_energy_per_atom": 0.1}
+
+
+def reduced_formula_keys(atomic_numbers, num_atoms) -> list[tuple]:
+    """One hashable key per crystal: its sorted (Z, count / gcd) pairs, so that two cells of
+    the same reduced formula (polymorphs, or one cell and its supercell) share a key."""
+    offsets = np.concatenate([[0], np.cumsum(num_atoms)]).astype(np.int64)
+    keys = []
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        elements, counts = np.unique(np.asarray(atomic_numbers[start:stop]), return_counts=True)
+        divisor = np.gcd.reduce(counts) if len(counts) else 1
+        keys.append(tuple((int(z), int(c // divisor)) for z, c in zip(elements, counts)))
+    return keys
+
+
+def polymorph_ordering(predictions, targets, keys, min_difference: float) -> dict:
+    """Does the oracle order polymorphs as the data do? Over every pair of crystals with the
+    same reduced formula whose targets differ by more than ``min_difference``: the fraction
+    whose predicted difference has the target difference's sign (0.5 = chance). This is what
+    property-aware selection among polymorphs needs, which a small MAE does not guarantee."""
+    predictions, targets = np.asarray(predictions, np.float64), np.asarray(targets, np.float64)
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        if np.isfinite(targets[i]) and np.isfinite(predictions[i]):
+            groups.setdefault(key, []).append(i)
+    right = pairs = 0
+    formulas = 0
+    for members in groups.values():
+        index = np.asarray(members)
+        target_difference = targets[index][:, None] - targets[index][None, :]
+        predicted_difference = predictions[index][:, None] - predictions[index][None, :]
+        counted = target_difference > min_difference  # each unordered pair once
+        pairs += int(counted.sum())
+        right += int((predicted_difference[counted] > 0).sum())
+        formulas += int(counted.any())
+    return {
+        "ordering_accuracy": right / pairs if pairs else None,
+        "pairs": pairs,
+        "formulas": formulas,
+        "min_difference": min_difference,
+    }
+
+
 def evaluate(oracle: Oracle, dataset, batch_size: int = 64, progress: bool = True) -> dict:
     """Errors of the oracle on a preprocessed split, and of the constant predictor that
     always answers the training-split mean (stored in the config) for scale."""
@@ -208,8 +256,16 @@ def evaluate(oracle: Oracle, dataset, batch_size: int = 64, progress: bool = Tru
     predictions = oracle.predict_dataset(dataset, batch_size, progress)
     seconds = time.perf_counter() - started
     constant = np.broadcast_to(np.asarray(oracle.config.model.target_mean, np.float64), targets.shape)
+    keys = reduced_formula_keys(dataset.atomic_numbers, dataset.num_atoms)
+    ordering = {
+        name: polymorph_ordering(
+            predictions[:, column], targets[:, column], keys, POLYMORPH_MIN_DIFFERENCE.get(name, 0.0)
+        )
+        for column, name in enumerate(oracle.property_names)
+    }
     return {
         "metrics": mean_absolute_errors(predictions, targets, oracle.property_names),
+        "polymorph_ordering": ordering,
         "training_mean_baseline": mean_absolute_errors(constant, targets, oracle.property_names),
         "wall_seconds_including_compile": round(seconds, 2),
     }
@@ -271,6 +327,9 @@ def main(argv=None) -> int:
                 "split": args.split,
                 "n": len(dataset),
                 "mae": {name: m["mae"] for name, m in result["metrics"].items()},
+                "polymorph_ordering": {
+                    name: m["ordering_accuracy"] for name, m in result["polymorph_ordering"].items()
+                },
             }
         )
     )
