@@ -202,8 +202,10 @@ def mean_absolute_errors(predictions, targets, names) -> dict:
 
 
 #: Smallest difference of a property between two polymorphs for their pair to count in
-#: :func:`polymorph_ordering` (the polymorph-steering benchmark's 1 eV for the band gap).
-POLYMORPH_MIN_DIFFERENCE = {"band_gap": 1.0, "formation_energy_per_atom": 0.1}
+#: :func:`polymorph_ordering`: the polymorph-steering benchmark's 1 eV for the band gap; MP-20 keeps
+#: only crystals within 0.08 eV/atom of the hull, so its polymorphs differ by less than that in
+#: formation energy.
+POLYMORPH_MIN_DIFFERENCE = {"band_gap": 1.0, "formation_energy_per_atom": 0.02}
 
 
 def reduced_formula_keys(atomic_numbers, num_atoms) -> list[tuple]:
