@@ -11,10 +11,9 @@ Next:  python -m unimdm_jax.train --config configs/dit_mp20_cpu_wide.py \\
            --workdir workdirs/dit_mp20_cpu_wide \\
            --resume-from training_states/dit_mp20_cpu_wide/train_state.safetensors
        (copy train_state.safetensors and the train_state.part*.safetensors files it names)
-Time:  ~58-64 crystals/s (1 step/s) alone on the 2-core development CPU, about 30 shared with another job:
-       about 6.7 hours alone for the schedule. First segment: steps 0-2,500 in 4,761 s of wall time
-       (mostly shared); train state (five files, 99.5 MB) and EMA export (24.9 MB) in
-       training_states/dit_mp20_cpu_wide/.
+Time:  42-64 crystals/s (0.66-1 step/s) alone on the 2-core development CPU (two machines), about half
+       that when another job shares the cores: 7-10 hours alone for the schedule. The segments run so
+       far, the last train state and its EMA export: training_states/dit_mp20_cpu_wide/ (README there).
 """
 
 import dataclasses
